@@ -1,0 +1,396 @@
+//! Token verification: JWTs (HS256, RS256, ES256) into an [`Identity`].
+//!
+//! The identity is computed once per connection (and again on `refresh`); permission
+//! checks afterwards are a map lookup plus [`teamhub_protocol::permits`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use teamhub_protocol::{Claims, Role, TeamId, UserId};
+
+use crate::config::{JwtAlg, JwtArgs};
+
+/// Why a token was refused. Every variant is a 401 at the handshake and an
+/// `unauthorized` error on `refresh`; the text is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token: send Authorization: Bearer <token> or ?token=<token>")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("bad token signature")]
+    BadSignature,
+    #[error("token algorithm not accepted")]
+    WrongAlgorithm,
+    #[error("invalid token claims: {0}")]
+    InvalidClaims(String),
+    #[error("unknown API key")]
+    UnknownApiKey,
+}
+
+/// Who a connection or request acts as, and with which role in which team.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: UserId,
+    pub name: Option<String>,
+    /// Teams with a known role; unknown role names grant nothing and are left out.
+    grants: Arc<BTreeMap<TeamId, Role>>,
+    /// Expiry in seconds since the Unix epoch.
+    pub exp: u64,
+    pub iat: Option<u64>,
+}
+
+impl Identity {
+    pub fn role_in(&self, team: &str) -> Option<Role> {
+        self.grants.get(team).copied()
+    }
+
+    pub fn teams(&self) -> impl Iterator<Item = (&TeamId, Role)> {
+        self.grants.iter().map(|(t, r)| (t, *r))
+    }
+
+    fn from_claims(claims: Claims) -> Identity {
+        let grants = claims
+            .teams
+            .iter()
+            .filter_map(|(team, role)| Role::parse(role).map(|r| (team.clone(), r)))
+            .collect();
+        Identity {
+            user: claims.sub,
+            name: claims.name,
+            grants: Arc::new(grants),
+            exp: claims.exp,
+            iat: claims.iat,
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Verifies tokens with the configured key; can also sign them when the key is a secret.
+pub struct Authenticator {
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+    leeway: u64,
+    issuer: Option<String>,
+    audience: Option<String>,
+    development: bool,
+}
+
+impl Authenticator {
+    /// Builds the authenticator from the configuration. With no key configured this is
+    /// development mode: a random secret that lives as long as the process.
+    pub fn from_args(args: &JwtArgs) -> anyhow::Result<Authenticator> {
+        let (decoding, encoding, alg, development) = match (&args.jwt_secret, &args.jwt_public_key)
+        {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set either --jwt-secret or --jwt-public-key, not both")
+            }
+            (Some(secret), None) => {
+                if args.jwt_alg.is_some_and(|a| a != JwtAlg::Hs256) {
+                    anyhow::bail!(
+                        "--jwt-secret is an HS256 secret; --jwt-alg must be HS256 or unset"
+                    );
+                }
+                if secret.len() < 16 {
+                    anyhow::bail!(
+                        "--jwt-secret is too short: use at least 16 characters (32 random bytes recommended)"
+                    );
+                }
+                let s = secret.as_bytes();
+                (
+                    DecodingKey::from_secret(s),
+                    Some(EncodingKey::from_secret(s)),
+                    Algorithm::HS256,
+                    false,
+                )
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading --jwt-public-key {}", path.display()))?;
+                let (key, alg) = match args.jwt_alg {
+                    Some(JwtAlg::Rs256) => (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+                    Some(JwtAlg::Es256) => (DecodingKey::from_ec_pem(&pem), Algorithm::ES256),
+                    _ => anyhow::bail!("--jwt-public-key needs --jwt-alg RS256 or ES256"),
+                };
+                let key =
+                    key.with_context(|| format!("parsing PEM public key {}", path.display()))?;
+                (key, None, alg, false)
+            }
+            (None, None) => {
+                let secret: [u8; 32] = rand::random();
+                (
+                    DecodingKey::from_secret(&secret),
+                    Some(EncodingKey::from_secret(&secret)),
+                    Algorithm::HS256,
+                    true,
+                )
+            }
+        };
+        Ok(Self::new(decoding, encoding, alg, args, development))
+    }
+
+    fn new(
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+        alg: Algorithm,
+        args: &JwtArgs,
+        development: bool,
+    ) -> Self {
+        let mut validation = Validation::new(alg);
+        validation.leeway = args.jwt_leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(iss) = &args.jwt_issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match &args.jwt_audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Authenticator {
+            decoding,
+            encoding,
+            validation,
+            leeway: args.jwt_leeway,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            development,
+        }
+    }
+
+    /// True when no key was configured and a random secret is in use.
+    pub fn is_development(&self) -> bool {
+        self.development
+    }
+
+    /// Verifies a bearer token.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.starts_with("thk_") {
+            // API keys are looked up in the key store, which this node does not have yet.
+            return Err(AuthError::UnknownApiKey);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    AuthError::Malformed
+                }
+                ErrorKind::Json(err) => AuthError::InvalidClaims(err.to_string()),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::InvalidClaims(format!("missing `{c}`"))
+                }
+                ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong `iss`".into()),
+                ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong `aud`".into()),
+                ErrorKind::InvalidClaimFormat(c) => {
+                    AuthError::InvalidClaims(format!("malformed `{c}`"))
+                }
+                _ => AuthError::Malformed,
+            })?;
+        if let Some(iat) = data.claims.iat {
+            if iat > now_secs() + self.leeway {
+                return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
+            }
+        }
+        Ok(Identity::from_claims(data.claims))
+    }
+
+    /// Signs a token, when this node holds a secret (HS256 or development mode).
+    pub fn mint(
+        &self,
+        user: &UserId,
+        name: Option<String>,
+        teams: BTreeMap<TeamId, String>,
+        ttl_secs: u64,
+    ) -> Option<String> {
+        let key = self.encoding.as_ref()?;
+        let now = now_secs();
+        let claims = Claims {
+            sub: user.clone(),
+            name,
+            teams,
+            exp: now + ttl_secs,
+            iat: Some(now),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(secret: &str) -> JwtArgs {
+        JwtArgs {
+            jwt_secret: Some(secret.into()),
+            jwt_public_key: None,
+            jwt_alg: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: 5,
+        }
+    }
+
+    fn sign(claims: serde_json::Value, secret: &str, alg: Algorithm) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn accepts_a_good_token_and_drops_unknown_roles() {
+        let auth = Authenticator::from_args(&args(SECRET)).unwrap();
+        let t = sign(
+            serde_json::json!({"sub":"ann","exp":now_secs()+60,"teams":{"a":"member","b":"wizard"}}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        let id = auth.verify(&t).unwrap();
+        assert_eq!(id.role_in("a"), Some(Role::Editor));
+        assert_eq!(id.role_in("b"), None);
+    }
+
+    #[test]
+    fn rejections() {
+        fn err(r: Result<Identity, AuthError>) -> AuthError {
+            r.err().expect("token must be refused")
+        }
+        let auth = Authenticator::from_args(&args(SECRET)).unwrap();
+        let now = now_secs();
+        let ok = serde_json::json!({"sub":"ann","exp":now+60,"teams":{}});
+        assert_eq!(err(auth.verify("")), AuthError::Missing);
+        assert_eq!(err(auth.verify("abc")), AuthError::Malformed);
+        assert_eq!(
+            err(auth.verify(&sign(
+                ok.clone(),
+                "another-secret-of-32-characters!",
+                Algorithm::HS256
+            ))),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            err(auth.verify(&sign(ok.clone(), SECRET, Algorithm::HS384))),
+            AuthError::WrongAlgorithm
+        );
+        assert_eq!(
+            err(auth.verify(&sign(
+                serde_json::json!({"sub":"a","exp":now-6,"teams":{}}),
+                SECRET,
+                Algorithm::HS256
+            ))),
+            AuthError::Expired
+        );
+        assert!(
+            auth.verify(&sign(
+                serde_json::json!({"sub":"a","exp":now-3,"teams":{}}),
+                SECRET,
+                Algorithm::HS256
+            ))
+            .is_ok(),
+            "within leeway"
+        );
+        assert!(matches!(
+            auth.verify(&sign(
+                serde_json::json!({"sub":"a","teams":{}}),
+                SECRET,
+                Algorithm::HS256
+            )),
+            Err(AuthError::InvalidClaims(_))
+        ));
+        assert!(matches!(
+            auth.verify(&sign(
+                serde_json::json!({"sub":"a","exp":now+60,"teams":["a"]}),
+                SECRET,
+                Algorithm::HS256
+            )),
+            Err(AuthError::InvalidClaims(_))
+        ));
+        assert!(matches!(
+            auth.verify(&sign(
+                serde_json::json!({"sub":"a","exp":now+60,"teams":{},"iat":now+600}),
+                SECRET,
+                Algorithm::HS256
+            )),
+            Err(AuthError::InvalidClaims(_))
+        ));
+        assert_eq!(
+            err(auth.verify(&sign(
+                serde_json::json!({"sub":"a","exp":now+60,"teams":{},"nbf":now+600}),
+                SECRET,
+                Algorithm::HS256
+            ))),
+            AuthError::NotYetValid
+        );
+        // alg: none, hand-made.
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5LCJ0ZWFtcyI6e319.";
+        assert!(auth.verify(none).is_err());
+    }
+
+    #[test]
+    fn issuer_and_audience_when_configured() {
+        let mut a = args(SECRET);
+        a.jwt_issuer = Some("idp".into());
+        a.jwt_audience = Some("teamhub".into());
+        let auth = Authenticator::from_args(&a).unwrap();
+        let exp = now_secs() + 60;
+        let good = sign(
+            serde_json::json!({"sub":"a","exp":exp,"teams":{},"iss":"idp","aud":"teamhub"}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        assert!(auth.verify(&good).is_ok());
+        let bad = sign(
+            serde_json::json!({"sub":"a","exp":exp,"teams":{},"iss":"other","aud":"teamhub"}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        assert!(auth.verify(&bad).is_err());
+        let missing = sign(
+            serde_json::json!({"sub":"a","exp":exp,"teams":{}}),
+            SECRET,
+            Algorithm::HS256,
+        );
+        assert!(auth.verify(&missing).is_err());
+        let minted = auth
+            .mint(&UserId::new("a").unwrap(), None, BTreeMap::new(), 60)
+            .unwrap();
+        assert!(
+            auth.verify(&minted).is_ok(),
+            "minted tokens carry the configured iss/aud"
+        );
+    }
+}

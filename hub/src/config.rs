@@ -1,0 +1,338 @@
+//! Command line, environment and TOML configuration.
+//!
+//! Every flag has an environment variable of the same name (`--presence-ttl` ->
+//! `TEAMHUB_PRESENCE_TTL`) and a key in the optional `--config` TOML file (`presence-ttl`
+//! or `presence_ttl`). Precedence: flag, then environment, then file, then default.
+//! The file is applied by re-parsing the command line with the file's values appended
+//! for exactly the keys that neither a flag nor the environment set, so one parser does
+//! all validation and every source gets the same error messages.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "teamhub",
+    version,
+    about = "Real-time collaboration hub: WebSocket gateway, presence, history and activity log"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+    /// Print a JWT signed with the configured HS256 secret.
+    Token(TokenArgs),
+    /// Apply the database schema and exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlg {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How tokens are verified; shared by `serve` and `token`.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 secret. With neither this nor a public key, `serve` runs in development mode.
+    #[arg(long, env = "TEAMHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Path to a PEM public key (RS256 or ES256, see --jwt-alg).
+    #[arg(long, env = "TEAMHUB_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Algorithm of --jwt-public-key.
+    #[arg(long, env = "TEAMHUB_JWT_ALG", value_enum)]
+    pub jwt_alg: Option<JwtAlg>,
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "TEAMHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    #[arg(long, env = "TEAMHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
+    #[arg(long, env = "TEAMHUB_JWT_LEEWAY", default_value_t = 5)]
+    pub jwt_leeway: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys as the flag names).
+    #[arg(long, env = "TEAMHUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve HTTP and WebSocket on.
+    #[arg(long, env = "TEAMHUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Redis URL; when set, several nodes act as one hub.
+    #[arg(long, env = "TEAMHUB_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Activity log, patterns and API keys: sqlite://... or postgres://...
+    #[arg(
+        long,
+        env = "TEAMHUB_DATABASE_URL",
+        default_value = "sqlite://teamhub.db"
+    )]
+    pub database_url: String,
+    /// This node's name in metrics, logs and presence (random when unset).
+    #[arg(long, env = "TEAMHUB_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Comma-separated browser origins allowed to open sockets (`*` allows any).
+    #[arg(long, env = "TEAMHUB_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Seconds after which a dead node's connections leave presence.
+    #[arg(long, env = "TEAMHUB_PRESENCE_TTL", default_value_t = 15)]
+    pub presence_ttl: u64,
+    /// Largest inbound frame in bytes (close 1009 beyond); also the REST body limit.
+    #[arg(long, env = "TEAMHUB_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+    /// Inbound frames per second per connection (bursts of twice that); 0 turns it off.
+    #[arg(long, env = "TEAMHUB_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// Teams one connection may join.
+    #[arg(long, env = "TEAMHUB_MAX_JOINS", default_value_t = 100)]
+    pub max_joins: usize,
+    /// Seconds between server pings.
+    #[arg(long, env = "TEAMHUB_PING_INTERVAL", default_value_t = 25)]
+    pub ping_interval: u64,
+    /// Seconds of silence after which a connection is closed.
+    #[arg(long, env = "TEAMHUB_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Messages kept per team for recovery.
+    #[arg(long, env = "TEAMHUB_HISTORY_SIZE", default_value_t = 1000)]
+    pub history_size: usize,
+    /// Seconds a message stays in history.
+    #[arg(long, env = "TEAMHUB_HISTORY_TTL", default_value_t = 86400)]
+    pub history_ttl: u64,
+    /// Outbound frames queued per connection before it is closed with 1013.
+    #[arg(long, env = "TEAMHUB_OUTBOX_SIZE", default_value_t = 1024)]
+    pub outbox_size: usize,
+    /// Comma-separated message type prefixes that are not written to the activity log.
+    #[arg(
+        long,
+        env = "TEAMHUB_EPHEMERAL_PREFIXES",
+        default_value = "cursor.,typing."
+    )]
+    pub ephemeral_prefixes: String,
+    /// Seconds a drain waits for connections and the activity log before exiting.
+    #[arg(long, env = "TEAMHUB_DRAIN_TIMEOUT", default_value_t = 10)]
+    pub drain_timeout: u64,
+    /// Log format.
+    #[arg(long, env = "TEAMHUB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The token's `sub`.
+    #[arg(long)]
+    pub user: String,
+    /// `TEAM=ROLE`, repeatable.
+    #[arg(long = "team", value_name = "TEAM=ROLE", required = true)]
+    pub teams: Vec<String>,
+    /// Display name (`name` claim).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[arg(long, env = "TEAMHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long, env = "TEAMHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, env = "TEAMHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[arg(
+        long,
+        env = "TEAMHUB_DATABASE_URL",
+        default_value = "sqlite://teamhub.db"
+    )]
+    pub database_url: String,
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 15m, 1h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+impl Cli {
+    /// Parses the process arguments, applying `--config` for `serve`.
+    pub fn load() -> anyhow::Result<Cli> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Cli> {
+        let argv: Vec<OsString> = args.into_iter().collect();
+        let matches = Cli::command().get_matches_from(argv.clone());
+        let cli = Cli::from_arg_matches(&matches)?;
+        let Command::Serve(serve) = &cli.command else {
+            return Ok(cli);
+        };
+        let Some(path) = serve.config.clone() else {
+            return Ok(cli);
+        };
+        let Some(("serve", sub)) = matches.subcommand() else {
+            return Ok(cli);
+        };
+
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        let known: Vec<String> = Cli::command()
+            .find_subcommand("serve")
+            .map(|c| c.get_arguments().map(|a| a.get_id().to_string()).collect())
+            .unwrap_or_default();
+        let mut extra: Vec<OsString> = Vec::new();
+        for (key, value) in table {
+            let id = key.replace('-', "_");
+            if id == "config" || !known.contains(&id) {
+                bail!("config file {}: unknown setting {key:?}", path.display());
+            }
+            let explicit = matches!(
+                sub.value_source(&id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if explicit {
+                continue;
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => bail!(
+                    "config file {}: {key} has an unsupported value {other}",
+                    path.display()
+                ),
+            };
+            extra.push(format!("--{}={value}", id.replace('_', "-")).into());
+        }
+        let mut argv = argv;
+        argv.extend(extra);
+        let matches = Cli::command()
+            .try_get_matches_from(argv)
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = std::iter::once("teamhub")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        match Cli::load_from(argv).unwrap().command {
+            Command::Serve(s) => *s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = serve(&["serve"]);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database_url, "sqlite://teamhub.db");
+        assert_eq!(
+            (
+                s.presence_ttl,
+                s.max_frame_bytes,
+                s.jwt.jwt_leeway,
+                s.rate_limit
+            ),
+            (15, 65536, 5, 100)
+        );
+    }
+
+    #[test]
+    fn file_values_apply_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "presence-ttl = 3\nrate_limit = 7\nallowed-origins = [\"https://a\", \"https://b\"]\n",
+        )
+        .unwrap();
+        let s = serve(&[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--rate-limit",
+            "9",
+        ]);
+        assert_eq!(s.presence_ttl, 3);
+        assert_eq!(s.rate_limit, 9, "a flag beats the file");
+        assert_eq!(s.allowed_origins.as_deref(), Some("https://a,https://b"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "presence_tll = 3\n").unwrap();
+        let argv = ["teamhub", "serve", "--config", path.to_str().unwrap()].map(OsString::from);
+        let err = Cli::load_from(argv).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"presence_tll\""), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! The HTTP surface: WebSocket endpoints, the REST API and the operations endpoints.
+
+mod api;
+mod error;
+mod ops;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::node::Node;
+
+pub use error::ApiError;
+
+pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.limits.max_frame_bytes;
+    Router::new()
+        .route("/", get(ops::index))
+        .route("/ws", get(ws::connect))
+        .route("/ws/{team}", get(ws::connect_seed))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/teams/{team}/messages", post(api::publish))
+        .route("/api/v1/teams/{team}/presence", get(api::presence))
+        .route("/api/v1/teams/{team}/history", get(api::history))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}

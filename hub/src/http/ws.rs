@@ -1,0 +1,185 @@
+//! The WebSocket handshake: drain check, Origin, token, then the upgrade.
+//!
+//! Everything that can be refused is refused here, with an HTTP status and no upgrade
+//! (503 draining, 403 origin, 401 token), except a seed client without a role in its
+//! team, which the contract wants upgraded and then closed with 1008.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use teamhub_protocol::{CloseCode, ErrorCode, SUBPROTOCOL, TeamId};
+
+use super::ApiError;
+use crate::auth::{AuthError, Identity};
+use crate::metrics;
+use crate::node::{ClientInfo, Node};
+use crate::registry::Framing;
+use crate::session::Session;
+
+/// `GET /ws`
+pub async fn connect(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let client = client_info(peer, &headers);
+    upgrade(&node, ws).on_upgrade(move |socket| {
+        let session = Session::new(node.clone(), identity, client, Framing::Full);
+        node.sessions.track_future(session.run(socket, None))
+    })
+}
+
+/// `GET /ws/{team}`: the seed-compatible endpoint.
+pub async fn connect_seed(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let team = match TeamId::new(&team) {
+        Ok(t) => t,
+        Err(e) => return ApiError::new(ErrorCode::BadRequest, e.to_string()).into_response(),
+    };
+    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let client = client_info(peer, &headers);
+    let member = identity.role_in(team.as_str()).is_some();
+    upgrade(&node, ws).on_upgrade(move |socket| async move {
+        if member {
+            let session = Session::new(node.clone(), identity, client, Framing::Seed);
+            node.sessions
+                .track_future(session.run(socket, Some(team)))
+                .await;
+        } else {
+            close(socket, CloseCode::NotMember, "not a team member").await;
+        }
+    })
+}
+
+fn upgrade(node: &Node, ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    let max = node.limits.max_frame_bytes;
+    // Small buffers: most connections are idle most of the time, and tungstenite's
+    // 128 KiB defaults would dominate a node's memory.
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+/// The checks before an upgrade, in the contract's order of precedence.
+fn admit(
+    node: &Node,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(Identity, WebSocketUpgrade), Response> {
+    let refuse = |reason: &'static str, e: ApiError| {
+        ::metrics::counter!(metrics::HANDSHAKES_REJECTED, "reason" => reason).increment(1);
+        Err(e.into_response())
+    };
+    if node.is_draining() {
+        return refuse(
+            "draining",
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "node is draining; connect to another node",
+            ),
+        );
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return refuse(
+                "not_websocket",
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("expected a WebSocket upgrade: {e}"),
+                ),
+            );
+        }
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if !node.origins.allows(origin) {
+        return refuse(
+            "origin",
+            ApiError::new(ErrorCode::Forbidden, "origin not allowed"),
+        );
+    }
+    let token = bearer(headers)
+        .or_else(|| query_token(query))
+        .unwrap_or_default();
+    match node.auth.verify(&token) {
+        Ok(identity) => Ok((identity, ws)),
+        Err(e) => refuse(
+            "token",
+            ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+        ),
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The identity behind a REST request's bearer token.
+pub fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let token = bearer(headers)
+        .ok_or(AuthError::Missing)
+        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?;
+    node.auth
+        .verify(&token)
+        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))
+}
+
+pub fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
+    ClientInfo {
+        ip: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    }
+}
+
+async fn close(mut socket: WebSocket, code: CloseCode, reason: &'static str) {
+    metrics::closed(code.as_u16());
+    let frame = CloseFrame {
+        code: code.as_u16(),
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    // Wait for the peer's close reply (bounded) so the close frame is not lost in a reset.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while socket.recv().await.is_some() {}
+    })
+    .await;
+}

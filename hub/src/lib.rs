@@ -1,0 +1,23 @@
+//! teamhub: a real-time collaboration hub node.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map; in short, a message
+//! travels `http::ws` (handshake) -> `session` (decode, dispatch) -> `node::publish`
+//! (permission) -> `broker` (offset, history) -> `fanout` -> `registry` -> `outbox`
+//! -> `session` (write).
+
+pub mod auth;
+pub mod bootstrap;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod event;
+mod fanout;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod outbox;
+pub mod registry;
+mod server;
+mod session;
+
+pub use server::{DrainReport, Running, start, start_on};

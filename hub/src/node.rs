@@ -1,0 +1,237 @@
+//! The node: shared state every connection and request handler holds a handle to, and
+//! the operations both the WebSocket and the REST paths perform (so the two cannot
+//! disagree on permissions or side effects).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::value::RawValue;
+use teamhub_persistence::{ActivityEvent, ActivityWriter, Database};
+use teamhub_presence::{ConnKey, PresenceStore, Snapshot};
+use teamhub_protocol::{Action, MessageType, Role, TeamId, is_reserved_type, permits};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, Identity};
+use crate::broker::{Broker, History, Publication, Published};
+use crate::error::OpError;
+use crate::event::MessageParts;
+use crate::metrics;
+use crate::registry::Registry;
+
+/// Per-connection limits and timings (section 3 of the contract).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    /// Frames per second; `None` turns the limit off.
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    pub max_joins: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub outbox_size: usize,
+    pub jwt_leeway: u64,
+    /// Rate-limited frames within [`Limits::STRIKE_WINDOW`] that close the connection (4008).
+    pub max_strikes: u32,
+}
+
+impl Limits {
+    pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+}
+
+/// Which browser origins may open sockets.
+#[derive(Debug, Clone)]
+pub enum OriginPolicy {
+    Any,
+    List(Vec<String>),
+}
+
+impl OriginPolicy {
+    /// `None` (no Origin header: IDE plugins, services) is always allowed.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (_, None) | (OriginPolicy::Any, _) => true,
+            (OriginPolicy::List(list), Some(o)) => list
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))),
+        }
+    }
+}
+
+/// Where a request or connection came from, for the activity log.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+pub struct Node {
+    pub id: Arc<str>,
+    pub limits: Limits,
+    pub auth: Authenticator,
+    pub origins: OriginPolicy,
+    pub registry: Registry,
+    pub broker: Arc<dyn Broker>,
+    pub history: Arc<dyn History>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub activity: ActivityWriter,
+    pub database: Database,
+    pub ephemeral_prefixes: Vec<String>,
+    /// Cancelled when the node drains: every session closes with 1012.
+    pub shutdown: CancellationToken,
+    /// Every session task, so a drain can wait for them.
+    pub sessions: TaskTracker,
+    pub metrics: PrometheusHandle,
+    draining: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+/// Everything [`Node::new`] needs.
+pub struct NodeParts {
+    pub id: Arc<str>,
+    pub limits: Limits,
+    pub auth: Authenticator,
+    pub origins: OriginPolicy,
+    pub broker: Arc<dyn Broker>,
+    pub history: Arc<dyn History>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub activity: ActivityWriter,
+    pub database: Database,
+    pub ephemeral_prefixes: Vec<String>,
+}
+
+impl Node {
+    pub fn new(p: NodeParts) -> Self {
+        Node {
+            registry: Registry::new(p.id.clone()),
+            id: p.id,
+            limits: p.limits,
+            auth: p.auth,
+            origins: p.origins,
+            broker: p.broker,
+            history: p.history,
+            presence: p.presence,
+            activity: p.activity,
+            database: p.database,
+            ephemeral_prefixes: p.ephemeral_prefixes,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            metrics: metrics::install(),
+            draining: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn conn_key(&self) -> ConnKey {
+        ConnKey {
+            node: self.id.clone(),
+            conn: self.next_conn.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts draining: `/readyz` turns 503, new sockets are refused and every session
+    /// is told to close with 1012.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// The caller's role in `team`, if it allows `action`.
+    pub fn authorize(
+        &self,
+        caller: &Identity,
+        team: &TeamId,
+        action: Action,
+    ) -> Result<Role, OpError> {
+        let role = caller.role_in(team.as_str());
+        match role {
+            Some(r) if permits(role, action) => Ok(r),
+            Some(r) => Err(OpError::forbidden(format!(
+                "role {r} in team {team} does not allow this"
+            ))),
+            None => Err(OpError::forbidden(format!("no role in team {team}"))),
+        }
+    }
+
+    /// Publishes a message as `caller`: the one path for WebSocket and REST publishes.
+    pub async fn publish(
+        &self,
+        caller: &Identity,
+        team: &TeamId,
+        ty: &MessageType,
+        data: &RawValue,
+        origin: Option<ConnKey>,
+        echo: bool,
+        client: &ClientInfo,
+    ) -> Result<Published, OpError> {
+        self.authorize(caller, team, Action::Publish)?;
+        if is_reserved_type(ty.as_str()) {
+            return Err(OpError::forbidden(format!(
+                "message type {ty} is reserved for the server (presence., pattern., system.)"
+            )));
+        }
+        let parts = MessageParts {
+            team,
+            ty,
+            user: &caller.user,
+            data,
+        };
+        let published = self
+            .broker
+            .publish(Publication {
+                parts,
+                origin,
+                echo,
+            })
+            .await?;
+        metrics::counter_inc(metrics::MESSAGES_PUBLISHED);
+        if !self.is_ephemeral(ty.as_str()) {
+            let event = ActivityEvent::for_message(
+                team.clone(),
+                caller.user.clone(),
+                ty.as_str(),
+                published.offset,
+                data,
+                published.ts,
+            )
+            .with_client(client.ip, client.user_agent.clone());
+            self.activity.record(event);
+        }
+        Ok(published)
+    }
+
+    pub async fn presence_snapshot(
+        &self,
+        caller: &Identity,
+        team: &TeamId,
+    ) -> Result<Snapshot, OpError> {
+        self.authorize(caller, team, Action::ReadPresence)?;
+        Ok(self.presence.snapshot(team).await?)
+    }
+
+    fn is_ephemeral(&self, ty: &str) -> bool {
+        self.ephemeral_prefixes
+            .iter()
+            .any(|p| ty.starts_with(p.as_str()))
+    }
+
+    /// Ready to take traffic: not draining, and broker and database answer.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("draining".into());
+        }
+        self.broker.ping().await.map_err(|e| e.to_string())?;
+        self.database
+            .activity_sink()
+            .ping()
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        Ok(())
+    }
+}

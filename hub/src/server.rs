@@ -1,0 +1,104 @@
+//! Starting a node, and draining it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::{self, Background};
+use crate::config::ServeArgs;
+use crate::node::Node;
+
+/// A node that serves until drained.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    server: JoinHandle<std::io::Result<()>>,
+    background: Background,
+    drain_timeout: Duration,
+}
+
+/// What a drain did.
+#[derive(Debug)]
+pub struct DrainReport {
+    /// Sessions that had not closed when the drain timeout passed.
+    pub sessions_left: usize,
+    pub activity_written: u64,
+}
+
+/// Binds `args.listen` and starts serving.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    start_on(args, listener).await
+}
+
+/// Starts serving on an already bound listener (tests bind port 0).
+pub async fn start_on(args: &ServeArgs, listener: TcpListener) -> anyhow::Result<Running> {
+    let (node, background) = bootstrap::build(args).await?;
+    let addr = listener.local_addr()?;
+    let app = crate::http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = node.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(node = %node.id, %addr, "serving");
+    Ok(Running {
+        addr,
+        node,
+        server,
+        background,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+    })
+}
+
+impl Running {
+    /// Begins the drain (idempotent); [`Running::wait`] finishes it.
+    pub fn drain(&self) {
+        self.node.start_drain();
+    }
+
+    /// Waits for a drain to be requested, then completes it: every session closed (1012),
+    /// the HTTP server stopped, the activity log flushed.
+    pub async fn wait(self) -> anyhow::Result<DrainReport> {
+        self.node.shutdown.cancelled().await;
+        tracing::info!(node = %self.node.id, "draining");
+        let sessions = &self.node.sessions;
+        sessions.close();
+        let sessions_left = match tokio::time::timeout(self.drain_timeout, sessions.wait()).await {
+            Ok(()) => 0,
+            Err(_) => sessions.len(),
+        };
+        if sessions_left > 0 {
+            tracing::warn!(
+                sessions_left,
+                "drain timeout: some connections did not close in time"
+            );
+        }
+        match tokio::time::timeout(self.drain_timeout, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP server did not stop in time"),
+        }
+        self.background.fanout.abort();
+        let stats = self
+            .background
+            .writer
+            .shutdown(self.drain_timeout)
+            .await
+            .context("flushing the activity log")?;
+        self.node.database.close().await;
+        tracing::info!(node = %self.node.id, "drained");
+        Ok(DrainReport {
+            sessions_left,
+            activity_written: stats.written,
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! One function per client op: check, act, encode the reply.
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+use teamhub_protocol::{
+    Action, ClientOp, ErrorCode, Join, KickReason, MetaError, Publish, Refresh, TeamId,
+};
+
+use super::replies::{self, Empty, ExpBody, JoinBody, OffsetBody, PresenceBody};
+use super::{Session, expiry_instant};
+use crate::error::OpError;
+use crate::outbox::Outbound;
+
+impl Session {
+    /// Acts on one decoded frame and returns the encoded reply.
+    pub(super) async fn dispatch(
+        &mut self,
+        op: ClientOp,
+        id: Option<u64>,
+    ) -> Result<Utf8Bytes, OpError> {
+        match op {
+            ClientOp::Join(j) => self.op_join(id, j).await,
+            ClientOp::Leave(l) => {
+                self.leave_team(&l.team).await;
+                Ok(replies::reply(id, Empty {}))
+            }
+            ClientOp::Publish(p) => self.op_publish(id, p).await,
+            ClientOp::Presence(p) => {
+                let snapshot = self.node.presence_snapshot(&self.identity, &p.team).await?;
+                Ok(replies::reply(
+                    id,
+                    PresenceBody {
+                        presence: &snapshot.entries,
+                    },
+                ))
+            }
+            ClientOp::Refresh(r) => self.op_refresh(id, r),
+            ClientOp::Ping => Ok(replies::pong(id)),
+        }
+    }
+
+    async fn op_join(&mut self, id: Option<u64>, j: Join) -> Result<Utf8Bytes, OpError> {
+        self.node.authorize(&self.identity, &j.team, Action::Join)?;
+        let meta = j.meta_object().map_err(|e| match e {
+            MetaError::TooLarge => OpError::new(ErrorCode::TooLarge, e.to_string()),
+            MetaError::NotObject => OpError::bad_request(e.to_string()),
+        })?;
+        if !self.joined.contains_key(&j.team) && self.joined.len() >= self.node.limits.max_joins {
+            return Err(OpError::bad_request(format!(
+                "this connection has joined the maximum of {} teams; leave one first",
+                self.node.limits.max_joins
+            )));
+        }
+        let joined = self.join_team(&j.team, j.since.as_ref(), meta).await?;
+        let missed = joined
+            .recovery
+            .missed
+            .iter()
+            .map(|m| serde_json::from_str::<&RawValue>(m.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OpError::internal(format!("corrupt history entry: {e}")))?;
+        Ok(replies::reply(
+            id,
+            JoinBody {
+                team: &j.team,
+                epoch: &joined.recovery.position.epoch,
+                offset: joined.recovery.position.offset,
+                presence: &joined.snapshot.entries,
+                recovered: joined.recovery.recovered,
+                missed,
+            },
+        ))
+    }
+
+    async fn op_publish(&mut self, id: Option<u64>, p: Publish) -> Result<Utf8Bytes, OpError> {
+        let published = self
+            .node
+            .publish(
+                &self.identity,
+                &p.team,
+                &p.ty,
+                &p.data,
+                Some(self.key.clone()),
+                p.echo,
+                &self.client,
+            )
+            .await?;
+        Ok(replies::reply(
+            id,
+            OffsetBody {
+                offset: published.offset,
+            },
+        ))
+    }
+
+    /// Replaces the connection's claims. Teams the new token no longer grants are left,
+    /// through the outbox so the `kicked` frames follow the reply.
+    fn op_refresh(&mut self, id: Option<u64>, r: Refresh) -> Result<Utf8Bytes, OpError> {
+        let identity = self.node.auth.verify(&r.token)?;
+        if identity.user != self.identity.user {
+            return Err(OpError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "the new token is for {:?}, this connection is {:?}",
+                    identity.user.as_str(),
+                    self.identity.user.as_str()
+                ),
+            ));
+        }
+        let removed: Vec<TeamId> = self
+            .joined
+            .keys()
+            .filter(|t| identity.role_in(t.as_str()).is_none())
+            .cloned()
+            .collect();
+        self.expires_at = expiry_instant(identity.exp, self.node.limits.jwt_leeway);
+        let exp = identity.exp;
+        self.identity = identity;
+        for team in removed {
+            self.outbox.push(Outbound::Kick {
+                team,
+                reason: KickReason::RoleRemoved,
+            });
+        }
+        Ok(replies::reply(id, ExpBody { exp }))
+    }
+}

@@ -1,0 +1,190 @@
+//! Joining and leaving teams, and what a session lets through after a join.
+//!
+//! The order of a join is what makes it exact:
+//! 1. the connection is added to the registry, so from now on every event of the team
+//!    reaches its outbox;
+//! 2. presence records it, then a snapshot is taken (version V);
+//! 3. the history position (offset O) is read, with `missed` when recovering;
+//! 4. the reply is written, and afterwards only events with offset > O or presence
+//!    version > V are let through. Whatever was queued between 1 and 4 and is already
+//!    in the reply is dropped, and nothing after it can be missed.
+
+use teamhub_persistence::ActivityEvent;
+use teamhub_presence::{ConnInfo, Snapshot};
+use teamhub_protocol::{Since, TeamId};
+
+use super::Session;
+use crate::broker::{Recovery, recover};
+use crate::error::OpError;
+use crate::event::EventKind;
+use crate::registry::Subscriber;
+
+/// Per joined team: the newest offset and presence version the client already has.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JoinState {
+    offset: u64,
+    presence_version: u64,
+}
+
+impl JoinState {
+    /// Whether an event is news to this client; records it when it is.
+    pub(super) fn admit(&mut self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Message { offset, .. } if offset > self.offset => {
+                self.offset = offset;
+                true
+            }
+            EventKind::Presence { version } if version > self.presence_version => {
+                self.presence_version = version;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub(super) struct Joined {
+    pub snapshot: Snapshot,
+    pub recovery: Recovery,
+}
+
+impl Session {
+    pub(super) async fn join_team(
+        &mut self,
+        team: &TeamId,
+        since: Option<&Since>,
+        meta: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Joined, OpError> {
+        let node = self.node.clone();
+        let fresh = !self.joined.contains_key(team);
+        if fresh {
+            let sub = Subscriber {
+                user: self.identity.user.clone(),
+                outbox: self.outbox.clone(),
+                framing: self.framing,
+            };
+            if node.registry.add(team, self.key.conn, sub) {
+                if let Err(e) = node.broker.subscribe(team).await {
+                    node.registry.remove(team, self.key.conn);
+                    return Err(e.into());
+                }
+            }
+        }
+        let result = self.join_steps(team, since, meta).await;
+        match result {
+            Ok(joined) => {
+                self.joined.insert(
+                    team.clone(),
+                    JoinState {
+                        offset: joined.recovery.position.offset,
+                        presence_version: joined.snapshot.version,
+                    },
+                );
+                crate::metrics::counter_inc(crate::metrics::JOINS);
+                Ok(joined)
+            }
+            Err(e) => {
+                if fresh {
+                    self.forget(team).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_steps(
+        &mut self,
+        team: &TeamId,
+        since: Option<&Since>,
+        meta: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Joined, OpError> {
+        let node = &self.node;
+        let info = ConnInfo {
+            key: self.key.clone(),
+            user: self.identity.user.clone(),
+            name: self.identity.name.clone(),
+            meta,
+        };
+        let change = node.presence.join(team, info).await?;
+        if change.joined.is_some() {
+            self.record_presence(team, "presence.joined");
+        }
+        let snapshot = node.presence.snapshot(team).await?;
+        let recovery = match since {
+            Some(since) => recover(
+                since,
+                node.history.read(team, since.offset, usize::MAX).await?,
+            ),
+            None => Recovery {
+                position: node.history.position(team).await?,
+                recovered: false,
+                missed: Vec::new(),
+            },
+        };
+        Ok(Joined { snapshot, recovery })
+    }
+
+    /// Leaves a team. Returns false when the connection was not joined to it.
+    pub(super) async fn leave_team(&mut self, team: &TeamId) -> bool {
+        if self.joined.remove(team).is_none() {
+            return false;
+        }
+        self.forget(team).await;
+        true
+    }
+
+    /// Undoes registry and presence membership (both idempotent).
+    async fn forget(&mut self, team: &TeamId) {
+        let node = self.node.clone();
+        if node.registry.remove(team, self.key.conn) {
+            if let Err(e) = node.broker.unsubscribe(team).await {
+                tracing::warn!(%team, error = %e, "unsubscribe failed");
+            }
+        }
+        match node.presence.leave(team, &self.key).await {
+            Ok(change) if change.left.is_some() => self.record_presence(team, "presence.left"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%team, error = %e, "presence leave failed"),
+        }
+    }
+
+    fn record_presence(&self, team: &TeamId, action: &str) {
+        let event = ActivityEvent::new(team.clone(), self.identity.user.clone(), action)
+            .with_resource("user", self.identity.user.as_str())
+            .with_client(self.client.ip, self.client.user_agent.clone());
+        self.node.activity.record(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_news_is_admitted() {
+        let mut s = JoinState {
+            offset: 5,
+            presence_version: 2,
+        };
+        assert!(
+            !s.admit(EventKind::Message {
+                offset: 5,
+                echo: false
+            }),
+            "covered by the reply"
+        );
+        assert!(s.admit(EventKind::Message {
+            offset: 6,
+            echo: false
+        }));
+        assert!(
+            !s.admit(EventKind::Message {
+                offset: 6,
+                echo: false
+            }),
+            "a duplicate"
+        );
+        assert!(!s.admit(EventKind::Presence { version: 2 }));
+        assert!(s.admit(EventKind::Presence { version: 3 }));
+    }
+}

@@ -1,0 +1,391 @@
+//! One WebSocket connection: its task, its state and its timers.
+//!
+//! A session is a single task that `select!`s over four things: the shutdown signal,
+//! its outbox (events fanned out to it), the socket (client frames) and one timer
+//! (pings, idle timeout, token expiry). One task per connection and no extra channel
+//! keep an idle connection small. Inbound frames are handled one at a time, in order;
+//! `dispatch` has one function per op.
+
+mod dispatch;
+mod join;
+mod limits;
+mod replies;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use teamhub_presence::ConnKey;
+use teamhub_protocol::{CloseCode, ErrorCode, SeedPublish, TeamId, decode_client_frame};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::auth::{Identity, now_secs};
+use crate::error::OpError;
+use crate::event::EventKind;
+use crate::metrics;
+use crate::node::{ClientInfo, Node};
+use crate::outbox::{Drained, Outbound, Outbox};
+use crate::registry::Framing;
+
+use self::join::JoinState;
+use self::limits::InboundLimiter;
+
+/// What the loop does after handling something.
+enum Flow {
+    Continue,
+    /// Close with this code and reason.
+    Close(CloseCode, &'static str),
+    /// The socket is gone; just clean up.
+    Gone,
+}
+
+pub struct Session {
+    node: Arc<Node>,
+    key: ConnKey,
+    identity: Identity,
+    client: ClientInfo,
+    framing: Framing,
+    outbox: Arc<Outbox>,
+    joined: HashMap<TeamId, JoinState>,
+    limiter: InboundLimiter,
+    /// When the token (plus leeway) runs out: close 4001 unless refreshed.
+    expires_at: Instant,
+    last_seen: Instant,
+}
+
+impl Session {
+    pub fn new(
+        node: Arc<Node>,
+        identity: Identity,
+        client: ClientInfo,
+        framing: Framing,
+    ) -> Session {
+        let key = node.conn_key();
+        let outbox = Arc::new(Outbox::new(node.limits.outbox_size));
+        let limiter = InboundLimiter::new(&node.limits);
+        let expires_at = expiry_instant(identity.exp, node.limits.jwt_leeway);
+        Session {
+            node,
+            key,
+            identity,
+            client,
+            framing,
+            outbox,
+            joined: HashMap::new(),
+            limiter,
+            expires_at,
+            last_seen: Instant::now(),
+        }
+    }
+
+    /// Runs the connection to its end. `seed_team`: the team of `/ws/{team}`, joined at once.
+    pub async fn run(self, socket: WebSocket, seed_team: Option<TeamId>) {
+        let span = tracing::info_span!(
+            "conn",
+            node = %self.node.id,
+            conn = self.key.conn,
+            user = %self.identity.user,
+            team = seed_team.as_ref().map(|t| t.as_str()),
+        );
+        self.run_inner(socket, seed_team).instrument(span).await;
+    }
+
+    async fn run_inner(mut self, mut socket: WebSocket, seed_team: Option<TeamId>) {
+        metrics::counter_inc(metrics::CONNECTIONS_TOTAL);
+        ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+        tracing::debug!("connected");
+        let mut flow = Flow::Continue;
+        if let Some(team) = seed_team {
+            if let Err(e) = self.join_team(&team, None, None).await {
+                tracing::warn!(error = %e, "seed join failed");
+                flow = Flow::Close(CloseCode::Internal, "join failed");
+            }
+        }
+        if matches!(flow, Flow::Continue) {
+            flow = self.event_loop(&mut socket).await;
+        }
+        if let Flow::Close(code, reason) = flow {
+            metrics::closed(code.as_u16());
+            tracing::debug!(code = code.as_u16(), reason, "closing");
+            let frame = CloseFrame {
+                code: code.as_u16(),
+                reason: Utf8Bytes::from_static(reason),
+            };
+            // Best effort: the peer may already be gone.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+        self.leave_all().await;
+        ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+        tracing::debug!("disconnected");
+    }
+
+    async fn event_loop(&mut self, socket: &mut WebSocket) -> Flow {
+        let node = self.node.clone();
+        let outbox = self.outbox.clone();
+        let mut batch = Vec::new();
+        let mut next_ping = Instant::now() + node.limits.ping_interval;
+        loop {
+            let wake = next_ping.min(self.expires_at);
+            let flow = tokio::select! {
+                biased;
+                _ = node.shutdown.cancelled() => Flow::Close(CloseCode::Draining, "node draining: reconnect and recover with since"),
+                _ = outbox.ready() => match outbox.drain_into(&mut batch) {
+                    Drained::Overflowed => Flow::Close(CloseCode::Overloaded, "too slow: outbound queue overflowed"),
+                    Drained::Items => self.deliver(socket, &mut batch).await,
+                },
+                msg = socket.recv() => {
+                    self.last_seen = Instant::now();
+                    self.on_socket_message(socket, msg).await
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if now >= self.expires_at {
+                        Flow::Close(CloseCode::TokenExpired, "token expired")
+                    } else if now.duration_since(self.last_seen) >= node.limits.idle_timeout {
+                        Flow::Close(CloseCode::IdleTimeout, "idle timeout")
+                    } else {
+                        if now >= next_ping {
+                            next_ping = now + node.limits.ping_interval;
+                        }
+                        send(socket, Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
+    }
+
+    async fn on_socket_message(
+        &mut self,
+        socket: &mut WebSocket,
+        msg: Option<Result<Message, axum::Error>>,
+    ) -> Flow {
+        match msg {
+            None | Some(Ok(Message::Close(_))) => Flow::Gone,
+            Some(Err(e)) => {
+                if is_capacity_error(&e) {
+                    Flow::Close(CloseCode::FrameTooLarge, "frame too large")
+                } else {
+                    tracing::debug!(error = %e, "socket error");
+                    Flow::Gone
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+            Some(Ok(Message::Binary(_))) => {
+                self.frame_in(socket, None, |_| {
+                    Err(OpError::bad_request("frames must be JSON text, not binary"))
+                })
+                .await
+            }
+            Some(Ok(Message::Text(text))) => match self.framing {
+                Framing::Full => self.on_frame(socket, text.as_str()).await,
+                Framing::Seed => self.on_seed_frame(socket, text.as_str()).await,
+            },
+        }
+    }
+
+    /// Applies the rate limit to one inbound frame; runs `refused` to build the error
+    /// when the frame is refused for another reason before dispatch.
+    async fn frame_in(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        refused: impl FnOnce(&mut Self) -> Result<(), OpError>,
+    ) -> Flow {
+        metrics::counter_inc(metrics::FRAMES_IN);
+        if let Some(flow) = self.check_rate(socket, id).await {
+            return flow;
+        }
+        match refused(self) {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.send_error(socket, id, &e).await,
+        }
+    }
+
+    /// `Some(flow)` when the frame must not be acted on.
+    async fn check_rate(&mut self, socket: &mut WebSocket, id: Option<u64>) -> Option<Flow> {
+        match self.limiter.check(Instant::now()) {
+            limits::Verdict::Allow => None,
+            limits::Verdict::Refuse => {
+                metrics::counter_inc(metrics::RATE_LIMITED);
+                let e = OpError::new(ErrorCode::RateLimited, "too many frames: slow down");
+                Some(self.send_error(socket, id, &e).await)
+            }
+            limits::Verdict::Close => {
+                metrics::counter_inc(metrics::RATE_LIMITED);
+                Some(Flow::Close(
+                    CloseCode::RateLimited,
+                    "sustained rate-limit violations",
+                ))
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        metrics::counter_inc(metrics::FRAMES_IN);
+        let frame = decode_client_frame(text);
+        let id = match &frame {
+            Ok(f) => f.id,
+            Err(e) => e.id,
+        };
+        if let Some(flow) = self.check_rate(socket, id).await {
+            return flow;
+        }
+        match frame {
+            Err(e) => {
+                self.send_error(socket, e.id, &OpError::bad_request(e.message))
+                    .await
+            }
+            Ok(frame) => match self.dispatch(frame.op, frame.id).await {
+                Ok(reply) => send(socket, Message::Text(reply)).await,
+                Err(e) => self.send_error(socket, id, &e).await,
+            },
+        }
+    }
+
+    async fn on_seed_frame(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        metrics::counter_inc(metrics::FRAMES_IN);
+        if let Some(flow) = self.check_rate(socket, None).await {
+            return flow;
+        }
+        let result = match serde_json::from_str::<SeedPublish>(text) {
+            Err(e) => Err(OpError::bad_request(format!(
+                "expected {{\"type\": T, \"data\": D}}: {e}"
+            ))),
+            Ok(p) => {
+                // A seed connection is joined to exactly one team.
+                match self.joined.keys().next().cloned() {
+                    Some(team) => self
+                        .node
+                        .publish(
+                            &self.identity,
+                            &team,
+                            &p.ty,
+                            &p.data,
+                            Some(self.key.clone()),
+                            false,
+                            &self.client,
+                        )
+                        .await
+                        .map(|_| ()),
+                    None => Err(OpError::internal("not joined")),
+                }
+            }
+        };
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(e) => send(socket, Message::Text(replies::seed_error(&e))).await,
+        }
+    }
+
+    async fn send_error(&mut self, socket: &mut WebSocket, id: Option<u64>, e: &OpError) -> Flow {
+        let frame = match self.framing {
+            Framing::Full => replies::error(id, e),
+            Framing::Seed => replies::seed_error(e),
+        };
+        send(socket, Message::Text(frame)).await
+    }
+
+    /// Writes a batch of fanned-out events: every frame fed, one flush.
+    async fn deliver(&mut self, socket: &mut WebSocket, batch: &mut Vec<Outbound>) -> Flow {
+        let mut written = 0u64;
+        for item in batch.drain(..) {
+            match item {
+                Outbound::Event(ev) => {
+                    let Some(state) = self.joined.get_mut(&ev.team) else {
+                        continue;
+                    };
+                    if !state.admit(ev.kind) {
+                        continue;
+                    }
+                    let result = match self.framing {
+                        Framing::Full => socket.feed(Message::Text(ev.wire().clone())).await,
+                        Framing::Seed => {
+                            // Seed clients never get their own messages, echo or not.
+                            if matches!(ev.kind, EventKind::Message { .. })
+                                && ev.origin.as_ref() == Some(&self.key)
+                            {
+                                continue;
+                            }
+                            let mut r = Ok(());
+                            for f in ev.seed_frames() {
+                                r = socket.feed(Message::Text(f.clone())).await;
+                                if r.is_err() {
+                                    break;
+                                }
+                            }
+                            r
+                        }
+                    };
+                    if result.is_err() {
+                        return Flow::Gone;
+                    }
+                    written += 1;
+                }
+                Outbound::Kick { team, reason } => {
+                    if self.leave_team(&team).await {
+                        if let Framing::Seed = self.framing {
+                            return Flow::Close(CloseCode::NotMember, "not a team member");
+                        }
+                        if socket
+                            .feed(Message::Text(replies::kicked(&team, reason)))
+                            .await
+                            .is_err()
+                        {
+                            return Flow::Gone;
+                        }
+                        written += 1;
+                    }
+                }
+            }
+        }
+        metrics::frames_out(written);
+        match socket.flush().await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Gone,
+        }
+    }
+
+    async fn leave_all(&mut self) {
+        let teams: Vec<TeamId> = self.joined.keys().cloned().collect();
+        for team in teams {
+            self.leave_team(&team).await;
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: Message) -> Flow {
+    match socket.send(msg).await {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::Gone,
+    }
+}
+
+fn expiry_instant(exp: u64, leeway: u64) -> Instant {
+    let left = (exp + leeway).saturating_sub(now_secs());
+    // Far-future tokens: cap so the addition cannot overflow.
+    Instant::now() + Duration::from_secs(left.min(10 * 365 * 86400))
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+use tokio_tungstenite::tungstenite;
