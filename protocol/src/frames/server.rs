@@ -51,7 +51,42 @@ pub struct JoinReply {
     pub offset: u64,
     pub presence: Vec<PresenceEntry>,
     pub recovered: bool,
+    /// Encoded as full `message` frames (`"op":"message"` included), as the contract
+    /// says and as the hub's own encoder writes them.
+    #[serde(with = "missed_frames")]
     pub missed: Vec<MessageFrame>,
+}
+
+/// `missed` holds `message` frames, `op` and all. [`MessageFrame`] alone has no `op`
+/// (inside [`ServerFrame`] the tag supplies it), so it is added here on encoding; on
+/// decoding it is ignored like any other extra field.
+mod missed_frames {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MessageFrame;
+
+    #[derive(Serialize)]
+    struct WithOp<'a> {
+        op: &'static str,
+        #[serde(flatten)]
+        message: &'a MessageFrame,
+    }
+
+    pub fn serialize<S: Serializer>(missed: &[MessageFrame], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(missed.len()))?;
+        for message in missed {
+            seq.serialize_element(&WithOp {
+                op: "message",
+                message,
+            })?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MessageFrame>, D::Error> {
+        Vec::deserialize(d)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,94 @@
+//! The one error type of the client library.
+//!
+//! Variants are split by what a caller does about them: fix the input
+//! ([`ClientError::InvalidUrl`], [`ClientError::InvalidId`]), get a new token or give up
+//! ([`ClientError::Http`]), react to the server's answer ([`ClientError::Server`]), or
+//! reconnect ([`ClientError::Closed`], [`ClientError::Io`], [`ClientError::WebSocket`]).
+
+use std::time::Duration;
+
+use teamhub_protocol::{CloseCode, ErrorCode, IdError};
+use tokio_tungstenite::tungstenite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not a `ws://host[:port]/path` URL this client can open.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// A team id or message type that the contract would refuse anyway.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+
+    /// The server answered the upgrade request with an HTTP status instead of switching
+    /// protocols: 401 for a missing or bad token, 403 for a refused `Origin`. `body` is
+    /// what arrived with the response head (possibly truncated, often empty).
+    #[error("handshake refused with HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+
+    /// Resolving, binding or connecting the TCP socket failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// The WebSocket layer failed (protocol violation, frame over the configured
+    /// maximum, ...). The connection should be considered dead.
+    #[error("websocket error: {0}")]
+    WebSocket(#[source] Box<tungstenite::Error>),
+
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// The server answered the request with an `error` frame.
+    #[error("server refused the request: {code}: {message}")]
+    Server { code: ErrorCode, message: String },
+
+    /// No answer arrived within the request timeout. The request may still have been
+    /// acted on; a late answer is discarded.
+    #[error("no answer within {after:?}")]
+    Timeout { after: Duration },
+
+    /// The connection is closed. `code` is the close code the server sent, if any (see
+    /// [`ClientError::close_code`] for what to do about it).
+    #[error("connection closed (code {code:?}, reason {reason:?})")]
+    Closed { code: Option<u16>, reason: String },
+
+    /// The server answered with a frame that does not fit the request (a publish reply
+    /// to a join, say). Indicates a server bug or a contract mismatch.
+    #[error("unexpected answer to {request}: {answer}")]
+    UnexpectedReply {
+        request: &'static str,
+        answer: String,
+    },
+
+    /// A token could not be signed.
+    #[error("cannot sign token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(e: tungstenite::Error) -> Self {
+        ClientError::WebSocket(Box::new(e))
+    }
+}
+
+impl ClientError {
+    /// The server's error code, for [`ClientError::Server`].
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The contract's close code, for [`ClientError::Closed`] with a known code; its
+    /// [`CloseCode::reconnect`] says whether and how to reconnect.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            ClientError::Closed {
+                code: Some(code), ..
+            } => CloseCode::from_u16(*code),
+            _ => None,
+        }
+    }
+}
