@@ -1,1 +1,122 @@
+//! Everything of teamhub that touches a database.
+//!
+//! Architecture invariant: only this crate knows sqlx. The hub sees small traits
+//! ([`ActivitySink`], [`ActivityReader`]), plain record types ([`ActivityEvent`],
+//! [`ActivityRow`]) and one error enum ([`StoreError`]), so a backend can be swapped
+//! (SQLite as the embedded default, Postgres for clustered deployments) without the hub
+//! changing, and the hub's tests never need a database driver.
+//!
+//! Architecture invariant: the hot path never awaits the database. Connections record
+//! activity through [`ActivityWriter::record`], which only enqueues; the [`writer`]
+//! task batches, retries and writes.
+//!
+//! Map:
+//! - [`activity`]: the event and row types and the two traits, with their contract.
+//! - [`writer`]: the bounded queue and batching, retrying background writer.
+//! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
+//! - [`conformance`]: the contract as runnable checks every backend must pass.
+//! - `migrations/postgres/`: the Postgres schema (same shape), used once that backend
+//!   lands.
 
+pub mod activity;
+pub mod conformance;
+mod error;
+mod sqlite;
+mod timestamp;
+pub mod writer;
+
+use std::sync::Arc;
+
+pub use activity::{ActivityEvent, ActivityReader, ActivityRow, ActivitySink};
+pub use error::{BoxError, StoreError};
+pub use writer::{
+    ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
+};
+
+use sqlite::SqliteStore;
+
+/// An open database: the one place that knows which backend is in use.
+///
+/// Cheap to clone (a shared handle). Shut down in order: stop the activity writer
+/// ([`WriterTask::shutdown`], which flushes), then [`Database::close`].
+#[derive(Clone)]
+pub struct Database {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<SqliteStore>),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
+}
+
+/// Opens the database named by `url`:
+/// - `sqlite://path` (relative or absolute; the file is created if missing, its
+///   directory is not), in WAL mode with a busy timeout;
+/// - `sqlite::memory:`, a private in-memory database (tests, demos);
+/// - `postgres://...` is refused for now with [`StoreError::InvalidUrl`].
+///
+/// Connects eagerly, so a bad path or unreachable server fails here, at startup. Does
+/// not apply the schema: call [`Database::migrate`].
+pub async fn connect(url: &str) -> Result<Database, StoreError> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "sqlite" => Ok(Database {
+            backend: Backend::Sqlite(Arc::new(SqliteStore::connect(url).await?)),
+        }),
+        "postgres" | "postgresql" => Err(StoreError::InvalidUrl(
+            "postgres support is not built yet".into(),
+        )),
+        // Only the scheme is echoed: the rest of a URL may hold a password.
+        _ => Err(StoreError::InvalidUrl(format!(
+            "unsupported scheme {scheme:?}; expected sqlite://PATH, sqlite::memory: or postgres://..."
+        ))),
+    }
+}
+
+impl Database {
+    /// Applies the schema migrations not applied yet (idempotent; `teamhub migrate` and
+    /// `serve` both call it).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.migrate().await,
+        }
+    }
+
+    /// Where activity events go (wrap it in [`spawn_writer`]; do not call it on a hot
+    /// path).
+    pub fn activity_sink(&self) -> Arc<dyn ActivitySink> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+        }
+    }
+
+    /// Reads the activity log back.
+    pub fn activity_reader(&self) -> Arc<dyn ActivityReader> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+        }
+    }
+
+    /// `"sqlite"` (later `"postgres"`), for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Waits for in-flight operations and closes every connection. Later operations fail
+    /// with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(store) => store.close().await,
+        }
+    }
+}
