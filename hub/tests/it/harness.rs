@@ -1,0 +1,309 @@
+//! Test harness: a real node on a loopback port and real clients talking to it.
+//!
+//! Every `expect_*` waits for the event with a timeout and fails loudly; nothing here
+//! sleeps in place of synchronisation.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use teamhub::config::{Cli, Command, ServeArgs};
+use teamhub::node::Node;
+use teamhub::{DrainReport, Running};
+use teamhub_client::{ConnectOptions, Connection, Incoming, TokenPlacement};
+use teamhub_protocol::{
+    Claims, ClientFrame, ClientOp, ErrorCode, JoinReply, MessageFrame, PresenceDiff, Publish,
+    ReplyBody, ServerFrame, TeamId,
+};
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestHub {
+    pub addr: std::net::SocketAddr,
+    pub node: Arc<Node>,
+    running: Option<Running>,
+    pub db_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// `serve` arguments for a test node: HS256 secret, its own SQLite file, port 0.
+pub fn serve_args(extra: &[&str], db: &std::path::Path) -> ServeArgs {
+    let db_url = format!("sqlite://{}", db.display());
+    let mut argv: Vec<OsString> = [
+        "teamhub",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--database-url",
+        &db_url,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    argv.extend(extra.iter().map(OsString::from));
+    match Cli::load_from(argv).expect("valid test arguments").command {
+        Command::Serve(args) => *args,
+        _ => unreachable!(),
+    }
+}
+
+impl TestHub {
+    pub async fn start() -> TestHub {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a node with extra `serve` flags, e.g. `&["--rate-limit", "5"]`.
+    pub async fn start_with(extra: &[&str]) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("hub.db");
+        let args = serve_args(extra, &db_path);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = teamhub::start_on(&args, listener)
+            .await
+            .expect("node starts");
+        TestHub {
+            addr: running.addr,
+            node: running.node.clone(),
+            running: Some(running),
+            db_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A token for `user` with `(team, role name)` grants (role names may be unknown ones).
+    pub fn token(&self, user: &str, teams: &[(&str, &str)]) -> String {
+        token_with(user, teams, |_| {})
+    }
+
+    pub async fn connect(&self, user: &str, teams: &[(&str, &str)]) -> TestClient {
+        TestClient::connect(ConnectOptions::new(self.ws_url()).token(self.token(user, teams))).await
+    }
+
+    /// Drains the node and waits for it to finish.
+    pub async fn drain(&mut self) -> DrainReport {
+        let running = self.running.take().expect("not drained yet");
+        running.drain();
+        tokio::time::timeout(Duration::from_secs(30), running.wait())
+            .await
+            .expect("drain finishes")
+            .expect("drain succeeds")
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+pub fn token_with(user: &str, teams: &[(&str, &str)], edit: impl FnOnce(&mut Claims)) -> String {
+    let now = teamhub::auth::now_secs();
+    let mut claims = Claims {
+        sub: user.try_into().unwrap(),
+        name: Some(format!("{user} name")),
+        teams: teams
+            .iter()
+            .map(|(t, r)| (TeamId::new(t).unwrap(), r.to_string()))
+            .collect(),
+        exp: now + 3600,
+        iat: Some(now),
+        nbf: None,
+        iss: None,
+        aud: None,
+    };
+    edit(&mut claims);
+    teamhub_client::mint_hs256(&claims, SECRET.as_bytes()).unwrap()
+}
+
+/// A client on the low-level connection, with helpers that wait for frames.
+pub struct TestClient {
+    pub conn: Connection,
+    next_id: u64,
+}
+
+impl TestClient {
+    pub async fn connect(opts: ConnectOptions) -> TestClient {
+        let conn = tokio::time::timeout(WAIT, Connection::connect(opts))
+            .await
+            .expect("connect in time")
+            .expect("connects");
+        TestClient { conn, next_id: 0 }
+    }
+
+    pub async fn try_connect(
+        opts: ConnectOptions,
+    ) -> Result<TestClient, teamhub_client::ClientError> {
+        Connection::connect(opts)
+            .await
+            .map(|conn| TestClient { conn, next_id: 0 })
+    }
+
+    pub async fn send(&mut self, op: ClientOp) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.conn
+            .send(&ClientFrame { id: Some(id), op })
+            .await
+            .expect("send");
+        id
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.conn.send_text(text).await.expect("send");
+    }
+
+    pub async fn next(&mut self) -> Incoming {
+        tokio::time::timeout(WAIT, self.conn.recv())
+            .await
+            .expect("a frame in time")
+            .expect("recv")
+    }
+
+    pub async fn next_frame(&mut self) -> ServerFrame {
+        match self.next().await {
+            Incoming::Frame(f) => f,
+            other => panic!("expected a server frame, got {other:?}"),
+        }
+    }
+
+    /// The reply to request `id`, skipping presence diffs that may interleave.
+    pub async fn expect_reply(&mut self, id: u64) -> ReplyBody {
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Reply(r) if r.id == Some(id) => {
+                    assert!(r.ok);
+                    return r.body;
+                }
+                ServerFrame::PresenceDiff(_) => continue,
+                other => panic!("expected reply {id}, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn expect_error(&mut self, id: Option<u64>, code: ErrorCode) -> String {
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Error(e) => {
+                    assert_eq!((e.id, e.code), (id, code), "error frame: {}", e.message);
+                    return e.message;
+                }
+                ServerFrame::PresenceDiff(_) => continue,
+                other => panic!("expected error {code:?}, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn join(&mut self, team: &str) -> JoinReply {
+        let id = self
+            .send(ClientOp::Join(
+                serde_json::from_value(serde_json::json!({"team": team})).unwrap(),
+            ))
+            .await;
+        match self.expect_reply(id).await {
+            ReplyBody::Join(j) => j,
+            other => panic!("expected a join reply, got {other:?}"),
+        }
+    }
+
+    pub async fn join_with(&mut self, body: Value) -> JoinReply {
+        let id = self
+            .send(ClientOp::Join(serde_json::from_value(body).unwrap()))
+            .await;
+        match self.expect_reply(id).await {
+            ReplyBody::Join(j) => j,
+            other => panic!("expected a join reply, got {other:?}"),
+        }
+    }
+
+    pub fn publish_op(team: &str, ty: &str, data: Value, echo: bool) -> ClientOp {
+        ClientOp::Publish(Publish {
+            team: TeamId::new(team).unwrap(),
+            ty: ty.try_into().unwrap(),
+            data: serde_json::value::to_raw_value(&data).unwrap(),
+            echo,
+        })
+    }
+
+    pub async fn publish(&mut self, team: &str, ty: &str, data: Value, echo: bool) -> u64 {
+        let id = self.send(Self::publish_op(team, ty, data, echo)).await;
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Reply(r) if r.id == Some(id) => match r.body {
+                    ReplyBody::Publish(p) => return p.offset,
+                    other => panic!("expected a publish reply, got {other:?}"),
+                },
+                // Our own echo may arrive before the reply.
+                ServerFrame::Message(_) | ServerFrame::PresenceDiff(_) => continue,
+                other => panic!("expected publish reply, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next `message` frame, skipping presence diffs.
+    pub async fn expect_message(&mut self) -> MessageFrame {
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Message(m) => return m,
+                ServerFrame::PresenceDiff(_) => continue,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn expect_diff(&mut self) -> PresenceDiff {
+        match self.next_frame().await {
+            ServerFrame::PresenceDiff(d) => d,
+            other => panic!("expected a presence diff, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn expect_close(&mut self) -> (Option<u16>, String) {
+        loop {
+            match self.next().await {
+                Incoming::Closed { code, reason } => return (code, reason),
+                _ => continue,
+            }
+        }
+    }
+
+    /// A ping/pong round trip: the connection is alive and every frame sent before it
+    /// was handled.
+    pub async fn roundtrip(&mut self) {
+        let id = self.send(ClientOp::Ping).await;
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Pong { id: got } if got == Some(id) => return,
+                ServerFrame::PresenceDiff(_) | ServerFrame::Message(_) => continue,
+                other => panic!("expected pong {id}, got {other:?}"),
+            }
+        }
+    }
+}
+
+pub fn header_client(url: String, token: String) -> ConnectOptions {
+    ConnectOptions::new(url)
+        .token(token)
+        .token_in(TokenPlacement::Header)
+}

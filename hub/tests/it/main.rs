@@ -1,0 +1,16 @@
+//! Integration tests: real nodes on loopback ports, real clients.
+//!
+//! One test binary with a module per area keeps link time down.
+
+mod harness;
+
+mod activity;
+mod bad_input;
+mod drain;
+mod frames;
+mod handshake;
+mod limits;
+mod presence;
+mod recovery;
+mod rest;
+mod seed;
