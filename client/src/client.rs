@@ -370,15 +370,31 @@ impl Client {
         self.shared.closed.lock().unwrap().is_some()
     }
 
-    /// Closes with 1000 and waits for the server's close frame (at most 5 s). Pending
-    /// requests fail with [`ClientError::Closed`]; [`Event::Closed`] follows.
+    /// Closes with 1000 and waits for the server's close frame. Pending requests fail
+    /// with [`ClientError::Closed`]; [`Event::Closed`] follows.
+    ///
+    /// If the task cannot get to the close within the request timeout (it is waiting
+    /// for room in a full event buffer), it is aborted instead: the socket is dropped
+    /// without a closing handshake.
     pub async fn close(&self) -> Result<(), ClientError> {
         let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close { done }).await.is_err() {
-            return Ok(()); // already closed
+        let exchange = async {
+            if self.commands.send(Command::Close { done }).await.is_ok() {
+                // An error here means the task ended some other way: closed all the same.
+                let _ = closed.await;
+            }
+        };
+        if tokio::time::timeout(self.options.request_timeout, exchange)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            self.shared
+                .closed
+                .lock()
+                .unwrap()
+                .get_or_insert((None, "close timed out; socket dropped".into()));
         }
-        // An error here means the task ended some other way: closed all the same.
-        let _ = closed.await;
         Ok(())
     }
 }
@@ -391,22 +407,34 @@ fn unexpected(request: &'static str, answer: &impl fmt::Debug) -> ClientError {
 }
 
 /// Requests waiting for an answer, by id.
-#[derive(Default)]
-struct Pending(HashMap<u64, ReplyTx>);
+struct Pending {
+    waiting: HashMap<u64, ReplyTx>,
+    /// Size at which to sweep out requests that timed out (their receiver is gone).
+    /// Doubles with the live size, so heavy pipelining costs amortised O(1) per request.
+    sweep_at: usize,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            waiting: HashMap::new(),
+            sweep_at: 256,
+        }
+    }
+}
 
 impl Pending {
     fn insert(&mut self, id: u64, reply: ReplyTx) {
-        // Requests that timed out leave their sender here; sweep them before the map
-        // grows, rather than on every request.
-        if self.0.len() >= 256 {
-            self.0.retain(|_, tx| !tx.is_closed());
+        if self.waiting.len() >= self.sweep_at {
+            self.waiting.retain(|_, tx| !tx.is_closed());
+            self.sweep_at = (self.waiting.len() * 2).max(256);
         }
-        self.0.insert(id, reply);
+        self.waiting.insert(id, reply);
     }
 
     /// Hands `answer` to the request with `id`; false when none waits for it.
     fn answer(&mut self, id: Option<u64>, answer: Result<ServerFrame, ClientError>) -> bool {
-        match id.and_then(|id| self.0.remove(&id)) {
+        match id.and_then(|id| self.waiting.remove(&id)) {
             Some(tx) => {
                 let _ = tx.send(answer);
                 true
@@ -460,7 +488,7 @@ async fn run(
     // Order matters: a request that sees its channel closed reads `closed`, so set it
     // before the pending senders and the command receiver are dropped.
     *shared.closed.lock().unwrap() = Some((code, reason.clone()));
-    for (_, tx) in pending.0.drain() {
+    for (_, tx) in pending.waiting.drain() {
         let _ = tx.send(Err(ClientError::Closed {
             code,
             reason: reason.clone(),

@@ -15,7 +15,7 @@
 //! The wire types themselves come from `teamhub-protocol`, re-exported as
 //! [`protocol`], so a client cannot drift from what the hub decodes.
 //!
-//! Not here yet: automatic reconnection (see the `client` module for where it goes),
+//! Not here yet: automatic reconnection (`src/client.rs` explains where it goes),
 //! TLS (`wss://`; terminate TLS in front of the hub), and the REST API.
 
 mod client;

@@ -398,3 +398,37 @@ async fn events_can_be_taken_once() {
     let _events = client.events();
     let _again = client.events();
 }
+
+#[tokio::test]
+async fn close_does_not_hang_on_a_full_event_buffer() {
+    let hub = FakeHub::start(|mut peer: Peer| async move {
+        for offset in 1..=3 {
+            peer.send(&ServerFrame::Message(message("design", offset)))
+                .await;
+        }
+        // The client stops reading once its one-event buffer is full; wait for it to
+        // drop the socket.
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut peer.ws)).await
+        {}
+    })
+    .await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        events_capacity: 1,
+    };
+    let client = Client::connect_with(
+        ConnectOptions::new(hub.url("/ws")).token(GOOD_TOKEN),
+        options,
+    )
+    .await
+    .unwrap();
+    let mut events = client.events();
+    // The buffer fills: the first message is there, the task waits to hand over more.
+    assert!(matches!(next_event(&mut events).await, Event::Message(m) if m.offset == 1));
+    let err = tokio::time::timeout(WAIT, client.close()).await;
+    assert!(matches!(err, Ok(Ok(()))), "close must return");
+    assert!(client.is_closed());
+    drop(client);
+    hub.finish().await;
+}

@@ -397,3 +397,38 @@ fn rest_history_messages_are_message_frames() {
         ServerFrame::Message(_)
     ));
 }
+
+/// `docs/protocol.md` shows every fixture, and nothing but fixtures, so the examples a
+/// client author copies are the ones tested here.
+#[test]
+fn the_protocol_doc_shows_exactly_the_fixtures() {
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md");
+    let doc = std::fs::read_to_string(&doc_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
+    let mut examples = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```json\n") {
+        let body = &rest[start + "```json\n".len()..];
+        let end = body.find("```").expect("unterminated json block");
+        let value: Value = serde_json::from_str(&body[..end])
+            .unwrap_or_else(|e| panic!("a json block in docs/protocol.md is invalid: {e}"));
+        examples.push(value);
+        rest = &body[end + 3..];
+    }
+    let fixtures: Vec<(&str, Value)> = FIXTURES
+        .iter()
+        .map(|(name, _)| (*name, serde_json::from_str(&read(name)).unwrap()))
+        .collect();
+    for example in &examples {
+        assert!(
+            fixtures.iter().any(|(_, f)| f == example),
+            "docs/protocol.md shows an example that is no fixture: {example}"
+        );
+    }
+    for (name, fixture) in &fixtures {
+        assert!(
+            examples.contains(fixture),
+            "docs/protocol.md does not show {name}"
+        );
+    }
+}
