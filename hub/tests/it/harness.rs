@@ -32,14 +32,19 @@ pub struct TestHub {
 
 /// `serve` arguments for a test node: HS256 secret, its own SQLite file, port 0.
 pub fn serve_args(extra: &[&str], db: &std::path::Path) -> ServeArgs {
+    let mut with_secret = vec!["--jwt-secret", SECRET];
+    with_secret.extend_from_slice(extra);
+    serve_args_exact(&with_secret, db)
+}
+
+/// `serve` arguments without the default secret.
+pub fn serve_args_exact(extra: &[&str], db: &std::path::Path) -> ServeArgs {
     let db_url = format!("sqlite://{}", db.display());
     let mut argv: Vec<OsString> = [
         "teamhub",
         "serve",
         "--listen",
         "127.0.0.1:0",
-        "--jwt-secret",
-        SECRET,
         "--database-url",
         &db_url,
     ]
@@ -60,9 +65,16 @@ impl TestHub {
 
     /// Starts a node with extra `serve` flags, e.g. `&["--rate-limit", "5"]`.
     pub async fn start_with(extra: &[&str]) -> TestHub {
+        let mut with_secret = vec!["--jwt-secret", SECRET];
+        with_secret.extend_from_slice(extra);
+        Self::start_exact(&with_secret).await
+    }
+
+    /// Starts a node with exactly these flags (plus listen address and database).
+    pub async fn start_exact(extra: &[&str]) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("hub.db");
-        let args = serve_args(extra, &db_path);
+        let args = serve_args_exact(extra, &db_path);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = teamhub::start_on(&args, listener)
             .await

@@ -1,0 +1,229 @@
+//! The `teamhub` binary as an operator runs it: serve, SIGTERM, token, migrate.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use teamhub_client::ConnectOptions;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_teamhub");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env(
+            "TEAMHUB_DATABASE_URL",
+            format!("sqlite://{}", dir.join("hub.db").display()),
+        )
+        .env("TEAMHUB_JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc { child, port };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+            if r.status() == 200 {
+                return proc;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval, bounded by the deadline
+    }
+}
+
+fn output(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("TEAMHUB_JWT_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_drains_closes_1012_flushes_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn_serve(dir.path(), &[]).await;
+    // A token minted by the CLI works against the node.
+    let out = output(
+        &[
+            "token", "--user", "ann", "--team", "t=editor", "--ttl", "10m",
+        ],
+        &[("TEAMHUB_JWT_SECRET", SECRET)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut c = TestClient::connect(
+        ConnectOptions::new(format!("ws://127.0.0.1:{}/ws", proc.port)).token(token),
+    )
+    .await;
+    c.join("t").await;
+    for i in 0..10 {
+        c.publish("t", "n", serde_json::json!(i), false).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(c.expect_close().await.0, Some(1012));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let db =
+        teamhub_persistence::connect(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+            .await
+            .unwrap();
+    let rows = db
+        .activity_reader()
+        .recent(&"t".try_into().unwrap(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().filter(|r| r.action == "n").count(),
+        10,
+        "flushed before exit"
+    );
+}
+
+#[test]
+fn token_command_validates_its_input() {
+    let out = output(&["token", "--user", "ann", "--team", "t=editor"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TEAMHUB_JWT_SECRET"));
+    let env = [("TEAMHUB_JWT_SECRET", SECRET)];
+    for (team, why) in [
+        ("t=wizard", "unknown role"),
+        ("t", "TEAM=ROLE"),
+        ("b d=editor", "team id"),
+    ] {
+        let out = output(&["token", "--user", "ann", "--team", team], &env);
+        assert!(!out.status.success(), "{team}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{team}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let out = output(&["migrate", "--database-url", &url], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("m.db").exists());
+    let again = output(&["migrate", "--database-url", &url], &[]);
+    assert!(again.status.success(), "migrate is idempotent");
+    let bad = output(&["migrate", "--database-url", "mysql://x"], &[]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn bad_configuration_fails_fast_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["serve", "--listen", "0.0.0.0:0", "--database-url", &db],
+            "development mode",
+        ),
+        (
+            &["serve", "--jwt-secret", "short", "--database-url", &db],
+            "too short",
+        ),
+        (
+            &[
+                "serve",
+                "--jwt-secret",
+                SECRET,
+                "--rate-limit",
+                "x",
+                "--database-url",
+                &db,
+            ],
+            "invalid value",
+        ),
+        (
+            &[
+                "serve",
+                "--jwt-secret",
+                SECRET,
+                "--ping-interval",
+                "0",
+                "--database-url",
+                &db,
+            ],
+            "ping-interval",
+        ),
+        (
+            &[
+                "serve",
+                "--jwt-public-key",
+                "/nonexistent.pem",
+                "--jwt-alg",
+                "RS256",
+                "--database-url",
+                &db,
+            ],
+            "nonexistent.pem",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = output(args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(&cfg, "listen = 3\nnot_a_setting = 1\n").unwrap();
+    let out = output(&["serve", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_a_setting"));
+}
