@@ -25,12 +25,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{WebSocketStream, accept_hdr_async};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,21 +152,14 @@ async fn serve(args: Args) -> std::io::Result<()> {
 }
 
 async fn connection(stream: TcpStream, teams: Arc<Teams>, outbox: usize) {
-    let select_subprotocol = |req: &Request, mut resp: Response| {
-        let offered = req
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|p| p.trim() == "teamhub.v1"));
-        if offered {
-            resp.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static("teamhub.v1"),
-            );
-        }
-        Ok(resp)
-    };
-    let Ok(mut ws) = accept_hdr_async(stream, select_subprotocol).await else {
+    // tungstenite zero-fills up to `read_buffer_size` on every read; its 128 KiB
+    // default would dominate the cost of small frames (the hub uses 4 KiB too). The
+    // write buffer only fills between `feed`s and is written out by `flush`.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(64 << 10));
+    let Ok(mut ws) = accept_hdr_async_with_config(stream, select_subprotocol, Some(config)).await
+    else {
         return;
     };
     let id = teams.next_id.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +207,24 @@ async fn connection(stream: TcpStream, teams: Arc<Teams>, outbox: usize) {
     for team in &joined {
         teams.leave(team, id);
     }
+}
+
+/// Selects `teamhub.v1` when the client offers it, as the hub does.
+// The signature is tungstenite's `Callback`; its large error type is not ours to box.
+#[allow(clippy::result_large_err)]
+fn select_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "teamhub.v1"));
+    if offered {
+        resp.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("teamhub.v1"),
+        );
+    }
+    Ok(resp)
 }
 
 async fn write_batch(

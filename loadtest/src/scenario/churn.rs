@@ -102,7 +102,7 @@ async fn churn_loop(ctx: RunCtx, cfg: LoadConfig, args: ChurnArgs, teams: usize)
         let bind = (!addrs.is_empty()).then(|| addrs[k % addrs.len()]);
         let cfg = cfg.clone();
         let lifetime = args.churn_lifetime;
-        let clean = k % 2 == 0;
+        let clean = k.is_multiple_of(2);
         tasks.spawn(async move {
             let token = cfg.token_for(&user, team).map_err(|e| e.to_string())?;
             let dial = Dial {
