@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the benchmarks recorded in BENCHMARKS.md: each server started fresh, measured,
+# and stopped (by the PID this script started). Results: loadtest/results/<name>.json
+# and .svg. Needs release builds and the Socket.IO baseline installed:
+#   cargo build --release -p teamhub-loadtest -p teamhub
+#   (cd loadtest/baselines/socketio && npm ci)
+# Usage: loadtest/bench.sh [idle|fanout|ramp|all] [RUN_TAG]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+TAG=${2:-run1}
+BIN=target/release
+OUT=loadtest/results
+mkdir -p "$OUT"
+SECRET=${SECRET:-loadtest-secret-0123456789abcdef}
+HUB_PORT=18080 RELAY_PORT=18090 SIO_PORT=13000
+LT="$BIN/teamhub-loadtest --quiet --jwt-secret $SECRET"
+WORK=$(mktemp -d)
+SERVER_PID=
+
+start() { # start KIND
+  case $1 in
+    teamhub)
+      rm -f "$WORK"/hub.db*
+      "$BIN/teamhub" serve --listen 127.0.0.1:$HUB_PORT --jwt-secret "$SECRET" --rate-limit 0 \
+        --database-url "sqlite://$WORK/hub.db" >"$WORK/hub.log" 2>&1 &
+      URL=ws://127.0.0.1:$HUB_PORT/ws ;;
+    relay)
+      "$BIN/teamhub-relay" --listen 127.0.0.1:$RELAY_PORT >"$WORK/relay.log" 2>&1 &
+      URL=ws://127.0.0.1:$RELAY_PORT/ws ;;
+    socketio)
+      PORT=$SIO_PORT node loadtest/baselines/socketio/server.js >"$WORK/sio.log" 2>&1 &
+      URL=ws://127.0.0.1:$SIO_PORT ;;
+  esac
+  SERVER_PID=$!
+  local host=${URL#ws://}; host=${host%%/*}
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/${host%:*}/${host#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server $1 did not start" >&2; return 1
+}
+
+stop() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+trap stop EXIT
+
+for KIND in teamhub relay socketio; do
+  if [[ $WHAT == all || $WHAT == idle ]]; then
+    start $KIND
+    $LT idle --server-kind $KIND --url "$URL" --server-pid "$SERVER_PID" \
+      --sockets 15000 --teams 150 --duration 20s --processes 3 \
+      --source-addrs 127.0.0.1-127.0.0.6 --connect-timeout 60s \
+      --json "$OUT/idle-$KIND-$TAG.json" || echo "idle $KIND exited $?"
+    stop
+  fi
+  if [[ $WHAT == all || $WHAT == fanout ]]; then
+    start $KIND
+    $LT fanout --server-kind $KIND --url "$URL" --server-pid "$SERVER_PID" \
+      --sockets 1000 --teams 10 --publishers 1 --rate 100 --duration 20s \
+      --json "$OUT/fanout-$KIND-$TAG.json" || echo "fanout $KIND exited $?"
+    stop
+  fi
+  if [[ $WHAT == all || $WHAT == ramp ]]; then
+    start $KIND
+    $LT ramp --server-kind $KIND --url "$URL" --server-pid "$SERVER_PID" \
+      --sockets 1000 --teams 10 --publishers 1 --start-rate 100 --step-duration 5s \
+      --json "$OUT/ramp-$KIND-$TAG.json" || echo "ramp $KIND exited $?"
+    stop
+  fi
+done
