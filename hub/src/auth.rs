@@ -213,10 +213,10 @@ impl Authenticator {
                 }
                 _ => AuthError::Malformed,
             })?;
-        if let Some(iat) = data.claims.iat {
-            if iat > now_secs() + self.leeway {
-                return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
-            }
+        if let Some(iat) = data.claims.iat
+            && iat > now_secs() + self.leeway
+        {
+            return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
         }
         Ok(Identity::from_claims(data.claims))
     }
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn rejections() {
         fn err(r: Result<Identity, AuthError>) -> AuthError {
-            r.err().expect("token must be refused")
+            r.expect_err("token must be refused")
         }
         let auth = Authenticator::from_args(&args(SECRET)).unwrap();
         let now = now_secs();

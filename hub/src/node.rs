@@ -60,6 +60,17 @@ impl OriginPolicy {
     }
 }
 
+/// A message a caller wants to publish.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub team: &'a TeamId,
+    pub ty: &'a MessageType,
+    pub data: &'a RawValue,
+    /// The publishing connection (spared its own message unless `echo`); `None` for REST.
+    pub origin: Option<ConnKey>,
+    pub echo: bool,
+}
+
 /// Where a request or connection came from, for the activity log.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -163,13 +174,16 @@ impl Node {
     pub async fn publish(
         &self,
         caller: &Identity,
-        team: &TeamId,
-        ty: &MessageType,
-        data: &RawValue,
-        origin: Option<ConnKey>,
-        echo: bool,
+        msg: Outgoing<'_>,
         client: &ClientInfo,
     ) -> Result<Published, OpError> {
+        let Outgoing {
+            team,
+            ty,
+            data,
+            origin,
+            echo,
+        } = msg;
         self.authorize(caller, team, Action::Publish)?;
         if is_reserved_type(ty.as_str()) {
             return Err(OpError::forbidden(format!(

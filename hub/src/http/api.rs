@@ -17,7 +17,7 @@ use teamhub_protocol::{Action, ErrorCode, TeamId};
 use super::ApiError;
 use super::ws::{authenticate, client_info};
 use crate::error::OpError;
-use crate::node::Node;
+use crate::node::{Node, Outgoing};
 
 fn team_id(raw: &str) -> Result<TeamId, ApiError> {
     TeamId::new(raw).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
@@ -65,7 +65,17 @@ pub async fn publish(
     let req: PublishRequest = json_body(&headers, &body)?;
     let client = client_info(peer, &headers);
     let published = node
-        .publish(&caller, &team, &req.ty, &req.data, None, false, &client)
+        .publish(
+            &caller,
+            Outgoing {
+                team: &team,
+                ty: &req.ty,
+                data: &req.data,
+                origin: None,
+                echo: false,
+            },
+            &client,
+        )
         .await?;
     Ok(Json(PublishResponse {
         offset: published.offset,

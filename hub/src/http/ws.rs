@@ -31,7 +31,7 @@ pub async fn connect(
 ) -> Response {
     let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(refused) => return refused.into_response(),
     };
     let client = client_info(peer, &headers);
     upgrade(&node, ws).on_upgrade(move |socket| {
@@ -55,7 +55,7 @@ pub async fn connect_seed(
     };
     let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(refused) => return refused.into_response(),
     };
     let client = client_info(peer, &headers);
     let member = identity.role_in(team.as_str()).is_some();
@@ -71,15 +71,20 @@ pub async fn connect_seed(
     })
 }
 
+/// Frames are buffered up to this many bytes before a write, and always on flush.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 fn upgrade(node: &Node, ws: WebSocketUpgrade) -> WebSocketUpgrade {
     let max = node.limits.max_frame_bytes;
     // Small buffers: most connections are idle most of the time, and tungstenite's
-    // 128 KiB defaults would dominate a node's memory.
+    // 128 KiB defaults would dominate a node's memory. The write buffer lets a session
+    // feed a whole batch of frames and hand it to the kernel in one write on flush
+    // (a buffer of 0 would mean one `send` per frame).
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
 }
 
 /// The checks before an upgrade, in the contract's order of precedence.
@@ -88,10 +93,10 @@ fn admit(
     headers: &HeaderMap,
     query: Option<&str>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(Identity, WebSocketUpgrade), Response> {
+) -> Result<(Identity, WebSocketUpgrade), ApiError> {
     let refuse = |reason: &'static str, e: ApiError| {
         ::metrics::counter!(metrics::HANDSHAKES_REJECTED, "reason" => reason).increment(1);
-        Err(e.into_response())
+        Err(e)
     };
     if node.is_draining() {
         return refuse(

@@ -9,6 +9,7 @@ use teamhub_protocol::{
 use super::replies::{self, Empty, ExpBody, JoinBody, OffsetBody, PresenceBody};
 use super::{Session, expiry_instant};
 use crate::error::OpError;
+use crate::node::Outgoing;
 use crate::outbox::Outbound;
 
 impl Session {
@@ -77,11 +78,13 @@ impl Session {
             .node
             .publish(
                 &self.identity,
-                &p.team,
-                &p.ty,
-                &p.data,
-                Some(self.key.clone()),
-                p.echo,
+                Outgoing {
+                    team: &p.team,
+                    ty: &p.ty,
+                    data: &p.data,
+                    origin: Some(self.key.clone()),
+                    echo: p.echo,
+                },
                 &self.client,
             )
             .await?;

@@ -63,11 +63,11 @@ impl Session {
                 outbox: self.outbox.clone(),
                 framing: self.framing,
             };
-            if node.registry.add(team, self.key.conn, sub) {
-                if let Err(e) = node.broker.subscribe(team).await {
-                    node.registry.remove(team, self.key.conn);
-                    return Err(e.into());
-                }
+            if node.registry.add(team, self.key.conn, sub)
+                && let Err(e) = node.broker.subscribe(team).await
+            {
+                node.registry.remove(team, self.key.conn);
+                return Err(e.into());
             }
         }
         let result = self.join_steps(team, since, meta).await;
@@ -136,10 +136,10 @@ impl Session {
     /// Undoes registry and presence membership (both idempotent).
     async fn forget(&mut self, team: &TeamId) {
         let node = self.node.clone();
-        if node.registry.remove(team, self.key.conn) {
-            if let Err(e) = node.broker.unsubscribe(team).await {
-                tracing::warn!(%team, error = %e, "unsubscribe failed");
-            }
+        if node.registry.remove(team, self.key.conn)
+            && let Err(e) = node.broker.unsubscribe(team).await
+        {
+            tracing::warn!(%team, error = %e, "unsubscribe failed");
         }
         match node.presence.leave(team, &self.key).await {
             Ok(change) if change.left.is_some() => self.record_presence(team, "presence.left"),

@@ -26,7 +26,7 @@ use crate::auth::{Identity, now_secs};
 use crate::error::OpError;
 use crate::event::EventKind;
 use crate::metrics;
-use crate::node::{ClientInfo, Node};
+use crate::node::{ClientInfo, Node, Outgoing};
 use crate::outbox::{Drained, Outbound, Outbox};
 use crate::registry::Framing;
 
@@ -98,11 +98,11 @@ impl Session {
         ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
         tracing::debug!("connected");
         let mut flow = Flow::Continue;
-        if let Some(team) = seed_team {
-            if let Err(e) = self.join_team(&team, None, None).await {
-                tracing::warn!(error = %e, "seed join failed");
-                flow = Flow::Close(CloseCode::Internal, "join failed");
-            }
+        if let Some(team) = seed_team
+            && let Err(e) = self.join_team(&team, None, None).await
+        {
+            tracing::warn!(error = %e, "seed join failed");
+            flow = Flow::Close(CloseCode::Internal, "join failed");
         }
         if matches!(flow, Flow::Continue) {
             flow = self.event_loop(&mut socket).await;
@@ -268,11 +268,13 @@ impl Session {
                         .node
                         .publish(
                             &self.identity,
-                            &team,
-                            &p.ty,
-                            &p.data,
-                            Some(self.key.clone()),
-                            false,
+                            Outgoing {
+                                team: &team,
+                                ty: &p.ty,
+                                data: &p.data,
+                                origin: Some(self.key.clone()),
+                                echo: false,
+                            },
                             &self.client,
                         )
                         .await

@@ -46,10 +46,10 @@ async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
     let proc = Proc { child, port };
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-            if r.status() == 200 {
-                return proc;
-            }
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && r.status() == 200
+        {
+            return proc;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
