@@ -110,9 +110,9 @@ impl Shared {
 
     /// Only teams already joined move: a late message cannot resurrect a team that was
     /// left or kicked.
-    fn record_message(&self, message: &MessageFrame) {
-        if let Some(since) = self.positions.lock().unwrap().get_mut(&message.team) {
-            since.offset = since.offset.max(message.offset);
+    fn record_message(&self, team: &TeamId, offset: u64) {
+        if let Some(since) = self.positions.lock().unwrap().get_mut(team) {
+            since.offset = since.offset.max(offset);
         }
     }
 
@@ -465,8 +465,18 @@ async fn run(
                 };
                 if let Some(event) = event {
                     // Waiting here is the backpressure described on `events_capacity`.
-                    // A dropped receiver just means nobody listens.
-                    let _ = events.send(event).await;
+                    // A dropped receiver just means nobody listens. A message counts
+                    // towards the team's position only once it is in the caller's
+                    // queue, so a rejoin with `since` never skips one the caller lost.
+                    let position = match &event {
+                        Event::Message(m) => Some((m.team.clone(), m.offset)),
+                        _ => None,
+                    };
+                    if events.send(event).await.is_ok()
+                        && let Some((team, offset)) = position
+                    {
+                        shared.record_message(&team, offset);
+                    }
                 }
             }
             command = commands.recv() => match command {
@@ -533,10 +543,8 @@ fn route(frame: ServerFrame, pending: &mut Pending, shared: &Shared) -> Option<E
             });
             (!pending.answer(error.id, answer)).then_some(Event::Error(error))
         }
-        ServerFrame::Message(message) => {
-            shared.record_message(&message);
-            Some(Event::Message(message))
-        }
+        // The position moves only once the caller has the message (see `run`).
+        ServerFrame::Message(message) => Some(Event::Message(message)),
         ServerFrame::PresenceDiff(diff) => Some(Event::PresenceDiff(diff)),
         ServerFrame::Kicked(kicked) => {
             shared.forget(&kicked.team);
