@@ -62,6 +62,7 @@ fn describe() {
         "Inbound frames refused by the per-connection rate limit"
     );
     describe_counter!(CLOSES, "Connections closed by the server, by close code");
+    teamhub_persistence::writer::describe_metrics();
 }
 
 pub fn deliveries(n: u64) {

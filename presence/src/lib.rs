@@ -11,6 +11,7 @@
 //! announce presence themselves, so two racing changes can never reach clients in the
 //! wrong order.
 
+pub mod conformance;
 mod memory;
 mod team;
 
