@@ -14,13 +14,16 @@
 //! - [`activity`]: the event and row types and the two traits, with their contract.
 //! - [`writer`]: the bounded queue and batching, retrying background writer.
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
+//! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
+//!   Postgres' own types).
+//! - `spill`: the writer's local overflow file (NDJSON), used when its queue is full.
 //! - [`conformance`]: the contract as runnable checks every backend must pass.
-//! - `migrations/postgres/`: the Postgres schema (same shape), used once that backend
-//!   lands.
 
 pub mod activity;
 pub mod conformance;
 mod error;
+mod postgres;
+mod spill;
 mod sqlite;
 mod timestamp;
 pub mod writer;
@@ -33,6 +36,7 @@ pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };
 
+use postgres::PostgresStore;
 use sqlite::SqliteStore;
 
 /// An open database: the one place that knows which backend is in use.
@@ -47,6 +51,7 @@ pub struct Database {
 #[derive(Clone)]
 enum Backend {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
 }
 
 impl std::fmt::Debug for Database {
@@ -61,19 +66,20 @@ impl std::fmt::Debug for Database {
 /// - `sqlite://path` (relative or absolute; the file is created if missing, its
 ///   directory is not), in WAL mode with a busy timeout;
 /// - `sqlite::memory:`, a private in-memory database (tests, demos);
-/// - `postgres://...` is refused for now with [`StoreError::InvalidUrl`].
+/// - `postgres://...` or `postgresql://...`, a PostgreSQL server; URL parameters such as
+///   `sslmode`, `application_name` and `options=-c search_path=...` are honoured.
 ///
-/// Connects eagerly, so a bad path or unreachable server fails here, at startup. Does
-/// not apply the schema: call [`Database::migrate`].
+/// Connects eagerly, so a bad path or unreachable server fails here, at startup
+/// ([`StoreError::Unavailable`]). Does not apply the schema: call [`Database::migrate`].
 pub async fn connect(url: &str) -> Result<Database, StoreError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
     match scheme {
         "sqlite" => Ok(Database {
             backend: Backend::Sqlite(Arc::new(SqliteStore::connect(url).await?)),
         }),
-        "postgres" | "postgresql" => Err(StoreError::InvalidUrl(
-            "postgres support is not built yet".into(),
-        )),
+        "postgres" | "postgresql" => Ok(Database {
+            backend: Backend::Postgres(Arc::new(PostgresStore::connect(url).await?)),
+        }),
         // Only the scheme is echoed: the rest of a URL may hold a password.
         _ => Err(StoreError::InvalidUrl(format!(
             "unsupported scheme {scheme:?}; expected sqlite://PATH, sqlite::memory: or postgres://..."
@@ -87,6 +93,7 @@ impl Database {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.migrate().await,
+            Backend::Postgres(store) => store.migrate().await,
         }
     }
 
@@ -95,6 +102,7 @@ impl Database {
     pub fn activity_sink(&self) -> Arc<dyn ActivitySink> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
         }
     }
 
@@ -102,13 +110,15 @@ impl Database {
     pub fn activity_reader(&self) -> Arc<dyn ActivityReader> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
         }
     }
 
-    /// `"sqlite"` (later `"postgres"`), for logs and metrics.
+    /// `"sqlite"` or `"postgres"`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {
             Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 
@@ -117,6 +127,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(store) => store.close().await,
+            Backend::Postgres(store) => store.close().await,
         }
     }
 }
