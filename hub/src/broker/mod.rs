@@ -7,7 +7,9 @@
 //! Architecture invariant: the broker never sees sessions. It hands every event to the
 //! node through a channel, and the node's fan-out task takes it from there.
 
+pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;

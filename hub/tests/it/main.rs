@@ -14,5 +14,6 @@ mod limits;
 mod presence;
 mod process;
 mod recovery;
+mod redis_broker;
 mod rest;
 mod seed;

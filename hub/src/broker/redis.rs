@@ -1,0 +1,830 @@
+//! Cluster broker and history in Redis: every node of a cluster publishes through the
+//! same Redis, so a team's offsets, epoch and history are shared, and every node that
+//! hosts the team sees its messages in the same order.
+//!
+//! # Keys
+//!
+//! All keys of one team share the hash tag `{<team>}` so they live in one Redis Cluster
+//! slot and one script may touch them all:
+//!
+//! - `<prefix>:{<team>}:meta`: a hash with `offset` (the team's latest offset) and
+//!   `epoch` (a random history generation). Both live and die together, so a Redis
+//!   that lost its data starts the team over at offset 1 *with a new epoch*, and a
+//!   `since` from before the loss is never mistaken for a position in the new history.
+//! - `<prefix>:{<team>}:history`: a list of `<ms>:<payload>` entries, oldest first,
+//!   trimmed to `max_messages` and to `max_age` (by the publish-time stamp; the key
+//!   also expires after `max_age` of silence).
+//! - `<prefix>:{<team>}:msg`: the team's pub/sub channel.
+//!
+//! # One script per publish, one encoding per message
+//!
+//! The publishing node encodes the `message` frame once, with a placeholder offset, and
+//! sends the bytes before and after the offset. One Lua script then, atomically: creates
+//! the epoch if missing (`HSETNX`), increments the offset, splices it into the frame,
+//! appends the entry to history, trims it and `PUBLISH`es the payload. Redis runs
+//! scripts one at a time, so offsets are gapless and the channel carries them in
+//! order. The payload is `<offset> <epoch> <echo> <conn> <len>:<node><frame>`: what a
+//! receiving node needs to rebuild the [`Event`] (origin, echo, and the frame whose
+//! `type`/`user`/`data` feed the seed framing) without encoding the frame again. History
+//! stores the same payload, so a gap can be filled with events as complete as live ones.
+//!
+//! # Subscriber
+//!
+//! Publishing uses pooled connections (deadpool-redis). Receiving uses one long-lived
+//! pub/sub connection per node, owned by one task (an actor: `subscribe`/`unsubscribe`
+//! are commands to it, so no lock is shared with it and none is held across `.await`).
+//! The task remembers, per hosted team, the epoch and the last offset it delivered, and
+//! hands each message to the node's channel only if it is the next one:
+//!
+//! - an offset already delivered is a duplicate and dropped;
+//! - a jump is filled from history first (then the live message is a duplicate);
+//! - when the subscriber connection drops it reconnects with backoff, resubscribes
+//!   every hosted team and fills what was published meanwhile from history before
+//!   delivering anything newer.
+//!
+//! # When continuity is lost: resync
+//!
+//! If history no longer holds the gap, the epoch changed (Redis lost its data), or an
+//! entry cannot be read, the broker cannot deliver that team's messages in order without
+//! a gap, so it delivers *nothing more* for the team and sends a [`Resync`] on the
+//! channel returned by [`RedisBroker::new`]. The node must then close every local
+//! connection joined to that team with 1012 ("reconnect and recover with `since`"):
+//! their rejoin gets `recovered: false` (the epoch changed or history is incomplete), as
+//! the contract requires for clients that must reload. The team stays silent on this
+//! node until it is unsubscribed (its last local connection left) and subscribed again,
+//! which takes a fresh position. Nothing in the wire contract lets a connection be told
+//! "reload" and keep going, and a jump or an offset going back to 1 on an open
+//! connection would break the in-order, gapless invariant, so closing is the honest
+//! answer.
+//!
+//! # Failures
+//!
+//! `publish`, `position`, `read` and `ping` answer [`BrokerError::Unavailable`] when
+//! Redis cannot be reached or does not answer within [`OP_TIMEOUT`]. A publish that
+//! times out *after* Redis ran the script is reported as unavailable although it was
+//! published (the usual at-least-once ambiguity of a remote call); a client that
+//! retries sees two messages. `subscribe` answers `Unavailable` while the subscriber is
+//! disconnected, so a join fails rather than silently missing messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt;
+use redis::Script;
+use redis::aio::{PubSubSink, PubSubStream};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use teamhub_presence::ConnKey;
+use teamhub_protocol::{MessageType, TeamId, UserId};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::memory::HistoryLimits;
+use super::{Broker, BrokerError, History, HistoryRead, Position, Publication, Published};
+use crate::event::{Event, MessageParts, encode_message};
+
+/// How long one Redis operation may take before it counts as unavailable.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// First wait before reconnecting the subscriber; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the idle subscriber connection is checked, so a half-open connection is
+/// noticed even when no message arrives.
+const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// The placeholder offset the frame is encoded with before the script splices in the
+/// real one. No validated id can contain it with the surrounding quotes.
+const OFFSET_PLACEHOLDER: u64 = u64::MAX;
+
+const PUBLISH_SCRIPT: &str = r"
+-- KEYS: meta hash, history list
+-- ARGV: fresh epoch, now ms, frame head, frame tail, origin/echo meta,
+--       max messages, cutoff ms, history ttl ms, channel
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local o = string.format('%d', redis.call('HINCRBY', KEYS[1], 'offset', 1))
+local payload = o .. ' ' .. epoch .. ' ' .. ARGV[5] .. ARGV[3] .. o .. ARGV[4]
+redis.call('RPUSH', KEYS[2], ARGV[2] .. ':' .. payload)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+local cutoff = tonumber(ARGV[7])
+while true do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or tonumber(string.match(head, '^(%d+):')) >= cutoff then break end
+  redis.call('LPOP', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+redis.call('PUBLISH', ARGV[9], payload)
+return o
+";
+
+const READ_SCRIPT: &str = r"
+-- KEYS: meta hash, history list
+-- ARGV: fresh epoch, after, limit, cutoff ms
+-- Returns: epoch, latest offset, oldest offset held (latest + 1 when none), entries...
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local cutoff = tonumber(ARGV[4])
+while true do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or tonumber(string.match(head, '^(%d+):')) >= cutoff then break end
+  redis.call('LPOP', KEYS[2])
+end
+local oldest = offset + 1
+local head = redis.call('LINDEX', KEYS[2], 0)
+if head then oldest = tonumber(string.match(head, '^%d+:(%d+) ')) end
+local out = {epoch, string.format('%d', offset), string.format('%d', oldest)}
+local after = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if after < offset and limit > 0 then
+  local start = after + 1 - oldest
+  if start < 0 then start = 0 end
+  local entries = redis.call('LRANGE', KEYS[2], start, start + limit - 1)
+  for i = 1, #entries do out[#out + 1] = entries[i] end
+end
+return out
+";
+
+/// Why a team lost continuity on this node (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The team's epoch changed: Redis lost the team's history.
+    EpochChanged,
+    /// Messages this node missed are no longer in history.
+    HistoryLost,
+    /// An entry could not be decoded or was not the next offset.
+    Inconsistent,
+}
+
+/// A team whose messages this node can no longer deliver in order: close its local
+/// connections with 1012.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    pub team: TeamId,
+    pub reason: ResyncReason,
+}
+
+/// Offsets, history and fan-out through Redis, for one node of a cluster.
+pub struct RedisBroker {
+    store: Arc<Store>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RedisBroker {
+    /// Creates the broker and starts its subscriber task (so it must be called inside a
+    /// Tokio runtime). It does not wait for Redis: it fails only on a malformed URL, and
+    /// the subscriber connects in the background; call [`Broker::ping`] to fail fast.
+    ///
+    /// `prefix` starts every key and channel name (tests use a unique one each).
+    /// Events go to `events`, in offset order per team; the returned receiver yields a
+    /// [`Resync`] for each team whose continuity was lost.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        events: mpsc::UnboundedSender<Arc<Event>>,
+        limits: HistoryLimits,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Resync>), BrokerError> {
+        let mut config = deadpool_redis::Config::from_url(url);
+        config.pool = Some(PoolConfig {
+            timeouts: Timeouts {
+                wait: Some(OP_TIMEOUT),
+                create: Some(OP_TIMEOUT),
+                recycle: Some(OP_TIMEOUT),
+            },
+            ..PoolConfig::new(32)
+        });
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| BrokerError::Unavailable(format!("redis pool: {e}")))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| BrokerError::Unavailable(format!("redis url: {e}")))?;
+        let store = Arc::new(Store {
+            pool,
+            prefix: prefix.to_owned(),
+            limits,
+            publish: Script::new(PUBLISH_SCRIPT),
+            read: Script::new(READ_SCRIPT),
+        });
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (resyncs, resyncs_rx) = mpsc::unbounded_channel();
+        let subscriber = Subscriber {
+            client,
+            store: store.clone(),
+            events,
+            resyncs,
+            commands: commands_rx,
+            teams: HashMap::new(),
+        };
+        tokio::spawn(subscriber.run());
+        Ok((Self { store, commands }, resyncs_rx))
+    }
+
+    async fn command(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> Command,
+    ) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || BrokerError::Unavailable("redis subscriber stopped".into());
+        self.commands.send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, p: Publication<'_>) -> Result<Published, BrokerError> {
+        let ts = OffsetDateTime::now_utc();
+        let wire = encode_message(&p.parts, OFFSET_PLACEHOLDER, ts);
+        let (head, tail) = split_at_offset(wire.as_str()).ok_or_else(|| {
+            // Unreachable: the team id is validated and precedes the offset field.
+            BrokerError::Unavailable("message frame without offset placeholder".into())
+        })?;
+        let meta = origin_meta(p.origin.as_ref(), p.echo);
+        let now_ms = unix_ms(ts);
+        let max_age_ms = self.store.max_age_ms();
+        let team = p.parts.team;
+        let store = &self.store;
+        let offset: String = store
+            .run(async {
+                let mut conn = store.conn().await?;
+                store
+                    .publish
+                    .key(store.key(team, "meta"))
+                    .key(store.key(team, "history"))
+                    .arg(new_epoch())
+                    .arg(now_ms)
+                    .arg(head)
+                    .arg(tail)
+                    .arg(meta)
+                    .arg(store.limits.max_messages.max(1))
+                    .arg(now_ms - max_age_ms)
+                    .arg(max_age_ms.max(1))
+                    .arg(store.key(team, "msg"))
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let offset = offset
+            .parse()
+            .map_err(|_| BrokerError::Unavailable(format!("redis returned offset {offset:?}")))?;
+        Ok(Published { offset, ts })
+    }
+
+    async fn subscribe(&self, team: &TeamId) -> Result<(), BrokerError> {
+        self.command(|reply| Command::Subscribe(team.clone(), reply))
+            .await
+    }
+
+    async fn unsubscribe(&self, team: &TeamId) -> Result<(), BrokerError> {
+        self.command(|reply| Command::Unsubscribe(team.clone(), reply))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let store = &self.store;
+        store
+            .run(async {
+                let mut conn = store.conn().await?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl History for RedisBroker {
+    async fn position(&self, team: &TeamId) -> Result<Position, BrokerError> {
+        Ok(self.store.read_raw(team, 0, 0).await?.position())
+    }
+
+    async fn read(
+        &self,
+        team: &TeamId,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryRead, BrokerError> {
+        let raw = self.store.read_raw(team, after, limit).await?;
+        let complete = raw.complete_after(after);
+        let mut messages = Vec::with_capacity(raw.entries.len());
+        for entry in &raw.entries {
+            let p = parse_entry(entry).ok_or_else(|| {
+                BrokerError::Unavailable(format!("unreadable history entry for {team}"))
+            })?;
+            messages.push(Utf8Bytes::from(p.frame.to_owned()));
+        }
+        Ok(HistoryRead {
+            position: raw.position(),
+            messages,
+            complete,
+        })
+    }
+}
+
+/// What the broker and its subscriber task share: the pool, key names and scripts.
+struct Store {
+    pool: Pool,
+    prefix: String,
+    limits: HistoryLimits,
+    publish: Script,
+    read: Script,
+}
+
+impl Store {
+    fn key(&self, team: &TeamId, what: &str) -> String {
+        format!("{}:{{{}}}:{what}", self.prefix, team.as_str())
+    }
+
+    fn max_age_ms(&self) -> i64 {
+        i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    async fn run<T>(
+        &self,
+        op: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        tokio::time::timeout(OP_TIMEOUT, op)
+            .await
+            .map_err(|_| BrokerError::Unavailable("redis did not answer in time".into()))?
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("redis: {e}")))
+    }
+
+    /// Runs the read script: evicts by age, then returns the position and up to
+    /// `limit` raw entries after `after`.
+    async fn read_raw(
+        &self,
+        team: &TeamId,
+        after: u64,
+        limit: usize,
+    ) -> Result<RawRead, BrokerError> {
+        let now_ms = unix_ms(OffsetDateTime::now_utc());
+        let reply: Vec<String> = self
+            .run(async {
+                let mut conn = self.conn().await?;
+                self.read
+                    .key(self.key(team, "meta"))
+                    .key(self.key(team, "history"))
+                    .arg(new_epoch())
+                    .arg(after)
+                    .arg(limit.min(1 << 40))
+                    .arg(now_ms - self.max_age_ms())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let bad = || BrokerError::Unavailable(format!("unexpected history reply for {team}"));
+        let mut reply = reply.into_iter();
+        let epoch = reply.next().ok_or_else(bad)?;
+        let offset = reply.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let oldest = reply.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        Ok(RawRead {
+            epoch,
+            offset,
+            oldest,
+            entries: reply.collect(),
+        })
+    }
+}
+
+/// A history read before decoding: entries are `<ms>:<payload>`.
+struct RawRead {
+    epoch: String,
+    offset: u64,
+    oldest: u64,
+    entries: Vec<String>,
+}
+
+impl RawRead {
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+        }
+    }
+
+    /// Whether every message after `after` is still held (as in `memory.rs`).
+    fn complete_after(&self, after: u64) -> bool {
+        after >= self.offset || self.oldest <= after + 1
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {e}"))
+}
+
+fn unix_ms(ts: OffsetDateTime) -> i64 {
+    i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX / 2)
+}
+
+/// A random epoch, used only if the team has none yet.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Splits an encoded frame around its placeholder offset.
+fn split_at_offset(frame: &str) -> Option<(&str, &str)> {
+    const NEEDLE: &str = "\"offset\":18446744073709551615,";
+    const _: () = assert!(OFFSET_PLACEHOLDER == 18_446_744_073_709_551_615);
+    let at = frame.find(NEEDLE)?;
+    let head_end = at + "\"offset\":".len();
+    let tail_start = at + NEEDLE.len() - 1;
+    Some((&frame[..head_end], &frame[tail_start..]))
+}
+
+/// The origin and echo part of a payload: `<echo> <conn or -> <node len>:<node>`.
+fn origin_meta(origin: Option<&ConnKey>, echo: bool) -> String {
+    let echo = u8::from(echo);
+    match origin {
+        Some(o) => format!("{echo} {} {}:{}", o.conn, o.node.len(), o.node),
+        None => format!("{echo} - 0:"),
+    }
+}
+
+/// A decoded payload: `<offset> <epoch> <echo> <conn> <len>:<node><frame>`.
+#[derive(Debug, PartialEq)]
+struct Payload<'a> {
+    offset: u64,
+    epoch: &'a str,
+    echo: bool,
+    origin: Option<ConnKey>,
+    frame: &'a str,
+}
+
+fn parse_payload(s: &str) -> Option<Payload<'_>> {
+    let (offset, rest) = s.split_once(' ')?;
+    let (epoch, rest) = rest.split_once(' ')?;
+    let (echo, rest) = rest.split_once(' ')?;
+    let (conn, rest) = rest.split_once(' ')?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let node = rest.get(..len)?;
+    let frame = rest.get(len..)?;
+    let origin = match conn {
+        "-" => None,
+        conn => Some(ConnKey {
+            node: node.into(),
+            conn: conn.parse().ok()?,
+        }),
+    };
+    Some(Payload {
+        offset: offset.parse().ok()?,
+        epoch,
+        echo: echo == "1",
+        origin,
+        frame,
+    })
+}
+
+/// A history entry is `<ms>:<payload>`.
+fn parse_entry(entry: &str) -> Option<Payload<'_>> {
+    parse_payload(entry.split_once(':')?.1)
+}
+
+/// The fields of a frame the seed framing needs.
+#[derive(Deserialize)]
+struct FrameFields {
+    #[serde(rename = "type")]
+    ty: MessageType,
+    user: UserId,
+    data: Box<RawValue>,
+}
+
+/// Rebuilds the node's event from a payload, reusing its frame bytes as they are.
+fn event_from(team: &TeamId, p: Payload<'_>) -> Option<Event> {
+    let fields: FrameFields = serde_json::from_str(p.frame).ok()?;
+    let parts = MessageParts {
+        team,
+        ty: &fields.ty,
+        user: &fields.user,
+        data: &fields.data,
+    };
+    Some(Event::message(
+        &parts,
+        p.offset,
+        p.echo,
+        p.origin,
+        Utf8Bytes::from(p.frame.to_owned()),
+    ))
+}
+
+enum Command {
+    Subscribe(TeamId, oneshot::Sender<Result<(), BrokerError>>),
+    Unsubscribe(TeamId, oneshot::Sender<Result<(), BrokerError>>),
+}
+
+/// What the subscriber knows about a hosted team.
+struct TeamState {
+    team: TeamId,
+    epoch: String,
+    /// The last offset handed to the node (or covered by the position read at subscribe).
+    last: u64,
+    /// Continuity was lost: deliver nothing until the team is subscribed afresh.
+    stale: bool,
+}
+
+/// How a subscriber connection ended.
+enum Ended {
+    /// The broker was dropped.
+    Stop,
+    /// The connection failed; `steady` when it had been fully set up.
+    Lost { steady: bool },
+}
+
+/// The task that owns the node's pub/sub connection.
+struct Subscriber {
+    client: redis::Client,
+    store: Arc<Store>,
+    events: mpsc::UnboundedSender<Arc<Event>>,
+    resyncs: mpsc::UnboundedSender<Resync>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Hosted teams by channel name.
+    teams: HashMap<String, TeamState>,
+}
+
+impl Subscriber {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let connected = tokio::time::timeout(OP_TIMEOUT, self.client.get_async_pubsub()).await;
+            match connected {
+                Ok(Ok(pubsub)) => {
+                    let (sink, stream) = pubsub.split();
+                    match self.serve(sink, stream).await {
+                        Ended::Stop => return,
+                        Ended::Lost { steady } => {
+                            tracing::warn!("redis subscriber connection lost; reconnecting");
+                            if steady {
+                                backoff = MIN_BACKOFF;
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "redis subscriber cannot connect"),
+                Err(_) => tracing::warn!("redis subscriber connect timed out"),
+            }
+            if !self.wait_disconnected(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Waits `pause` while disconnected, answering commands. False when the broker is gone.
+    async fn wait_disconnected(&mut self, pause: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return true,
+                cmd = self.commands.recv() => match cmd {
+                    None => return false,
+                    Some(Command::Subscribe(_, reply)) => {
+                        let _ = reply.send(Err(BrokerError::Unavailable(
+                            "redis subscriber is reconnecting".into(),
+                        )));
+                    }
+                    Some(Command::Unsubscribe(team, reply)) => {
+                        self.teams.remove(&self.store.key(&team, "msg"));
+                        let _ = reply.send(Ok(()));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs one connection: resubscribe, catch up, then deliver until it fails.
+    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
+        let channels: Vec<String> = self.teams.keys().cloned().collect();
+        if !channels.is_empty() {
+            match tokio::time::timeout(OP_TIMEOUT, sink.subscribe(&channels)).await {
+                Ok(Ok(())) => {}
+                _ => return Ended::Lost { steady: false },
+            }
+        }
+        for channel in &channels {
+            if self.catch_up(channel).await.is_err() {
+                return Ended::Lost { steady: false };
+            }
+        }
+        let mut health = tokio::time::interval(SUBSCRIBER_PING);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None => return Ended::Stop,
+                    Some(Command::Subscribe(team, reply)) => {
+                        let _ = reply.send(self.add(&mut sink, team).await);
+                    }
+                    Some(Command::Unsubscribe(team, reply)) => {
+                        let channel = self.store.key(&team, "msg");
+                        self.teams.remove(&channel);
+                        // Messages still in flight for it are dropped (no state); a failed
+                        // UNSUBSCRIBE means the connection is failing and will be replaced.
+                        let _ = tokio::time::timeout(OP_TIMEOUT, sink.unsubscribe(&channel)).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                },
+                msg = stream.next() => match msg {
+                    None => return Ended::Lost { steady: true },
+                    Some(msg) => {
+                        let channel = msg.get_channel_name().to_owned();
+                        if self.on_message(&channel, msg.get_payload_bytes()).await.is_err() {
+                            return Ended::Lost { steady: true };
+                        }
+                    }
+                },
+                _ = health.tick() => {
+                    let pong = tokio::time::timeout(OP_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return Ended::Lost { steady: true };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts hosting a team: takes its position as the baseline, then subscribes.
+    ///
+    /// Messages published between the two are missed by the channel but not lost: the
+    /// next message shows the jump and they are read from history.
+    async fn add(&mut self, sink: &mut PubSubSink, team: TeamId) -> Result<(), BrokerError> {
+        let channel = self.store.key(&team, "msg");
+        if self.teams.get(&channel).is_some_and(|s| !s.stale) {
+            return Ok(());
+        }
+        let raw = self.store.read_raw(&team, 0, 0).await?;
+        tokio::time::timeout(OP_TIMEOUT, sink.subscribe(&channel))
+            .await
+            .map_err(|_| BrokerError::Unavailable("redis subscribe timed out".into()))?
+            .map_err(unavailable)?;
+        self.teams.insert(
+            channel,
+            TeamState {
+                team,
+                epoch: raw.epoch,
+                last: raw.offset,
+                stale: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Handles one live message. An error means Redis failed while filling a gap.
+    async fn on_message(&mut self, channel: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        let Some(state) = self.teams.get(channel) else {
+            return Ok(()); // no longer hosted
+        };
+        if state.stale {
+            return Ok(());
+        }
+        let (team, last) = (state.team.clone(), state.last);
+        let parsed = std::str::from_utf8(payload).ok().and_then(parse_payload);
+        let Some(p) = parsed else {
+            tracing::warn!(%team, "undecodable broker payload");
+            self.resync(channel, ResyncReason::Inconsistent);
+            return Ok(());
+        };
+        if p.epoch != state.epoch {
+            self.resync(channel, ResyncReason::EpochChanged);
+        } else if p.offset == last + 1 {
+            if !self.deliver(channel, &team, p) {
+                self.resync(channel, ResyncReason::Inconsistent);
+            }
+        } else if p.offset > last + 1 {
+            self.catch_up(channel).await?;
+        }
+        // Otherwise a duplicate of what a catch-up already delivered.
+        Ok(())
+    }
+
+    /// Delivers what history holds after the team's last delivered offset, or resyncs
+    /// the team when that cannot be done without a gap.
+    async fn catch_up(&mut self, channel: &str) -> Result<(), BrokerError> {
+        let Some(state) = self.teams.get(channel) else {
+            return Ok(());
+        };
+        if state.stale {
+            return Ok(());
+        }
+        let (team, epoch, last) = (state.team.clone(), state.epoch.clone(), state.last);
+        let raw = self.store.read_raw(&team, last, usize::MAX).await?;
+        if raw.epoch != epoch {
+            self.resync(channel, ResyncReason::EpochChanged);
+            return Ok(());
+        }
+        if !raw.complete_after(last) {
+            self.resync(channel, ResyncReason::HistoryLost);
+            return Ok(());
+        }
+        for (expected, entry) in (last + 1..).zip(&raw.entries) {
+            let delivered = match parse_entry(entry) {
+                Some(p) if p.offset == expected => self.deliver(channel, &team, p),
+                _ => false,
+            };
+            if !delivered {
+                self.resync(channel, ResyncReason::Inconsistent);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one message to the node and advances the team's last offset. False when the
+    /// frame cannot be decoded.
+    fn deliver(&mut self, channel: &str, team: &TeamId, p: Payload<'_>) -> bool {
+        let offset = p.offset;
+        let Some(event) = event_from(team, p) else {
+            return false;
+        };
+        // A closed channel means the node is shutting down; nothing to deliver to.
+        let _ = self.events.send(Arc::new(event));
+        if let Some(state) = self.teams.get_mut(channel) {
+            state.last = offset;
+        }
+        true
+    }
+
+    fn resync(&mut self, channel: &str, reason: ResyncReason) {
+        if let Some(state) = self.teams.get_mut(channel) {
+            state.stale = true;
+            tracing::warn!(team = %state.team, ?reason, "team lost continuity; resync");
+            let _ = self.resyncs.send(Resync {
+                team: state.team.clone(),
+                reason,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_script_splice_rebuilds_the_frame() {
+        let (team, ty, user) = (
+            TeamId::new("t-1").unwrap(),
+            MessageType::new("chat").unwrap(),
+            UserId::new("ann").unwrap(),
+        );
+        let data =
+            RawValue::from_string(r#"{"offset":18446744073709551615,"x":1}"#.into()).unwrap();
+        let parts = MessageParts {
+            team: &team,
+            ty: &ty,
+            user: &user,
+            data: &data,
+        };
+        let ts = datetime!(2026-01-02 03:04:05.678 UTC);
+        let wire = encode_message(&parts, OFFSET_PLACEHOLDER, ts);
+        let (head, tail) = split_at_offset(wire.as_str()).unwrap();
+        let spliced = format!("{head}42{tail}");
+        assert_eq!(spliced, encode_message(&parts, 42, ts).as_str());
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let origin = ConnKey {
+            node: "node a:1".into(),
+            conn: 9,
+        };
+        let frame =
+            r#"{"op":"message","team":"t","offset":3,"type":"x","user":"u","data":1,"ts":"z"}"#;
+        let s = format!("3 abc {}{frame}", origin_meta(Some(&origin), true));
+        let p = parse_payload(&s).unwrap();
+        assert_eq!(
+            p,
+            Payload {
+                offset: 3,
+                epoch: "abc",
+                echo: true,
+                origin: Some(origin),
+                frame,
+            }
+        );
+        let s = format!("1700000000000:4 e {}{frame}", origin_meta(None, false));
+        let p = parse_entry(&s).unwrap();
+        assert!(p.origin.is_none() && !p.echo && p.offset == 4 && p.frame == frame);
+        let ev = event_from(&TeamId::new("t").unwrap(), p).unwrap();
+        assert_eq!(ev.wire().as_str(), frame);
+        assert_eq!(
+            ev.seed_frames()[0].as_str(),
+            r#"{"type":"x","user_id":"u","data":1}"#
+        );
+        assert!(parse_payload("garbage").is_none());
+    }
+}
