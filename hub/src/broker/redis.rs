@@ -55,7 +55,9 @@
 //! which takes a fresh position. Nothing in the wire contract lets a connection be told
 //! "reload" and keep going, and a jump or an offset going back to 1 on an open
 //! connection would break the in-order, gapless invariant, so closing is the honest
-//! answer.
+//! answer. A connection that joins the team while the old ones are being closed must
+//! be closed too (it would otherwise wait on a silent team); a node that wants the team
+//! back at once may call `unsubscribe` then `subscribe` itself once it has closed them.
 //!
 //! # Failures
 //!
@@ -65,6 +67,13 @@
 //! published (the usual at-least-once ambiguity of a remote call); a client that
 //! retries sees two messages. `subscribe` answers `Unavailable` while the subscriber is
 //! disconnected, so a join fails rather than silently missing messages.
+//!
+//! # Not yet
+//!
+//! The keys are ready for Redis Cluster (one slot per team), but the broker talks to
+//! one Redis endpoint with a plain client and uses `PUBLISH`, which a cluster
+//! broadcasts to every shard; a cluster client with sharded pub/sub (`SPUBLISH`,
+//! `SSUBSCRIBE`) would keep each team's traffic on its shard.
 
 use std::collections::HashMap;
 use std::sync::Arc;
