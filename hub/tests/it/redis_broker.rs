@@ -339,3 +339,84 @@ async fn a_restarted_redis_means_unavailable_then_a_new_epoch() {
     expect_message(&mut t.events, &team, 2).await;
     assert!(t.broker.ping().await.is_ok());
 }
+
+/// A plain connection to the shared Redis, to damage a team's keys behind the broker.
+async fn admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_gap_history_no_longer_holds_resyncs_the_team() {
+    let prefix = unique_prefix();
+    let mut t = broker_on(&redis_url(), &prefix, Duration::from_secs(3600)).await;
+    let (lost, fine) = (team("lost"), team("fine"));
+    t.broker.subscribe(&lost).await.unwrap();
+    t.broker.subscribe(&fine).await.unwrap();
+    publish(&t.broker, &lost, 1, None, false).await.unwrap();
+    expect_message(&mut t.events, &lost, 1).await;
+    // Offsets 2..=11 "happened" and were evicted before this node saw them.
+    let mut admin = admin().await;
+    let _: () = redis::pipe()
+        .del(format!("{prefix}:{{lost}}:history"))
+        .ignore()
+        .hincr(format!("{prefix}:{{lost}}:meta"), "offset", 10)
+        .ignore()
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        publish(&t.broker, &lost, 12, None, false)
+            .await
+            .unwrap()
+            .offset,
+        12
+    );
+    let resync = next_resync(&mut t.resyncs).await;
+    assert_eq!(
+        resync,
+        Resync {
+            team: lost.clone(),
+            reason: ResyncReason::HistoryLost
+        }
+    );
+    // Nothing of the lost team was delivered; other teams are unaffected.
+    publish(&t.broker, &fine, 1, None, false).await.unwrap();
+    expect_message(&mut t.events, &fine, 1).await;
+}
+
+#[tokio::test]
+async fn a_live_epoch_change_resyncs_the_team() {
+    let prefix = unique_prefix();
+    let mut t = broker_on(&redis_url(), &prefix, Duration::from_secs(3600)).await;
+    let team = team("flushed");
+    t.broker.subscribe(&team).await.unwrap();
+    publish(&t.broker, &team, 1, None, false).await.unwrap();
+    expect_message(&mut t.events, &team, 1).await;
+    // As if Redis lost the team's keys while this node stayed connected.
+    let mut admin = admin().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:{{flushed}}:meta"))
+        .arg(format!("{prefix}:{{flushed}}:history"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        publish(&t.broker, &team, 1, None, false)
+            .await
+            .unwrap()
+            .offset,
+        1,
+        "a new history starts over"
+    );
+    let resync = next_resync(&mut t.resyncs).await;
+    assert_eq!(resync.reason, ResyncReason::EpochChanged);
+    // Hosting the team afresh delivers the new history's messages.
+    t.broker.unsubscribe(&team).await.unwrap();
+    t.broker.subscribe(&team).await.unwrap();
+    publish(&t.broker, &team, 2, None, false).await.unwrap();
+    expect_message(&mut t.events, &team, 2).await;
+}
