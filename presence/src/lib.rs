@@ -13,6 +13,7 @@
 
 pub mod conformance;
 mod memory;
+mod redis;
 mod team;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use teamhub_protocol::{PresenceEntry, TeamId, UserId};
 
 pub use memory::MemoryPresence;
+pub use redis::RedisPresence;
 pub use team::{Change, TeamPresence};
 
 /// Identifies one connection across the whole cluster: the node that holds it and a

@@ -1,0 +1,694 @@
+//! Presence shared by a cluster of nodes through one Redis.
+//!
+//! Why it is built this way:
+//!
+//! - **One Lua script per change.** A join or leave updates the team's connections, the
+//!   per-user counts and (only on a user-level change) the team's version, and PUBLISHes
+//!   the event, all in one script (see `scripts.rs`). Redis runs scripts one at a time, so
+//!   every node sees the same history, and the event order on the team's channel is the
+//!   version order: the "emit from inside the critical section" rule of
+//!   [`PresenceStore`], stretched across processes.
+//! - **Events travel by pub/sub, to the nodes that care.** The store keeps one long-lived
+//!   subscriber connection. It SUBSCRIBEs to a team's channel when the first local
+//!   connection joins that team, *before* running the join script (so this node sees its
+//!   own join), and UNSUBSCRIBEs after the last local one has left. Redis delivers one
+//!   channel's messages in publish order, and the subscriber task forwards them to the
+//!   node's channel in the order received, so each node gets every event of the teams it
+//!   hosts in version order. `join` and `leave` return only once their own event has been
+//!   forwarded (bounded by [`DELIVERY_WAIT`]), as with the in-process store.
+//!   Subscription changes are made by that single task, which compares what it is
+//!   subscribed to with what the node hosts *now*, so racing joins and leaves always
+//!   settle on the right subscriptions without holding a lock across `.await`.
+//! - **Connections expire unless refreshed.** Each connection has an expiry (Redis time,
+//!   so node clocks do not matter). A background task refreshes this node's connections
+//!   every TTL/3 and sweeps the teams it hosts: the sweep is a script that removes expired
+//!   connections and announces the resulting leaves, so two nodes sweeping at once cannot
+//!   both announce one leave. When a node dies without a word, its connections expire
+//!   after at most one TTL and the next sweep of a surviving node (at most TTL/3 later)
+//!   announces the leaves: well within two TTLs. Join and snapshot sweep too, so a team
+//!   that no node hosts any more still never shows a user forever.
+//! - **Self-repair.** If this node could not refresh in time (a Redis outage longer than
+//!   the TTL) and its live connections were swept, the next refresh finds them missing
+//!   and joins them again (announced as joins, since the leaves were announced).
+//!
+//! Limits: an event published while the subscriber connection is down (it reconnects
+//! and resubscribes by itself) is lost for this node; its clients see the change only in
+//! their next snapshot. A command that times out may still have been applied by Redis;
+//! it is reported as [`PresenceError::Unavailable`] and is safe to retry (joins and
+//! leaves are idempotent).
+
+mod scripts;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{PubSubSink, PubSubStream};
+use async_trait::async_trait;
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use teamhub_protocol::{PresenceEntry, TeamId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::{Change, ConnInfo, ConnKey, PresenceError, PresenceEvent, PresenceStore, Snapshot};
+
+use scripts::Scripts;
+
+/// Longest wait for one Redis command (or script) before reporting `Unavailable`.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a SUBSCRIBE to be confirmed before a join gives up.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait, after a change, for its own event to come back through pub/sub. Past
+/// it the change stands (it is in Redis) and the call returns anyway.
+pub const DELIVERY_WAIT: Duration = Duration::from_secs(5);
+/// Shortest refresh/sweep period, whatever the TTL.
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+/// Longest pause between two attempts to reconnect the subscriber.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Presence in Redis, shared by every node of a cluster. See the module docs.
+///
+/// Construct it with [`RedisPresence::connect`]; it spawns two background tasks (the
+/// subscriber and the refresh/sweep loop) that stop on [`RedisPresence::shutdown`] or
+/// when the store is dropped. Stopping them without leaving is exactly what a crash
+/// looks like to the rest of the cluster: this node's users leave within two TTLs.
+pub struct RedisPresence {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("node", &self.inner.node)
+            .field("prefix", &self.inner.prefix)
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection joined through this node.
+struct LocalConn {
+    info: ConnInfo,
+    /// False while its join or leave script is in flight: the refresh loop neither
+    /// refreshes nor repairs it then (a repair would resurrect a connection that is
+    /// leaving).
+    live: bool,
+}
+
+struct Inner {
+    pool: Pool,
+    scripts: Scripts,
+    prefix: String,
+    node: Arc<str>,
+    ttl: Duration,
+    /// Team -> the connections this node holds in it. The subscriber task subscribes to
+    /// exactly the teams present here. A std mutex: never held across `.await`.
+    local: Mutex<HashMap<TeamId, HashMap<ConnKey, LocalConn>>>,
+    /// Requests to the subscriber task.
+    subs: mpsc::UnboundedSender<SubCmd>,
+    /// Team -> highest version forwarded to the node, for `await_delivered`.
+    delivered: Mutex<HashMap<TeamId, u64>>,
+    /// Ticks on every forwarded event, to wake `await_delivered`.
+    delivered_tick: watch::Sender<()>,
+    events: mpsc::UnboundedSender<PresenceEvent>,
+}
+
+/// "Make the subscription of `team` match whether this node hosts it", optionally
+/// acknowledged once done.
+struct SubCmd {
+    team: TeamId,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+fn unavailable(e: impl fmt::Display) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+/// Runs one Redis operation with [`OP_TIMEOUT`].
+async fn bounded<T, E: fmt::Display>(
+    op: impl Future<Output = Result<T, E>>,
+) -> Result<T, PresenceError> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r.map_err(unavailable),
+        Err(_) => Err(PresenceError::Unavailable(format!(
+            "no answer from Redis within {OP_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn conn_key_str(key: &ConnKey) -> String {
+    format!("{}:{}", key.conn, key.node)
+}
+
+fn parse_conn_key(s: &str) -> Option<ConnKey> {
+    let (conn, node) = s.split_once(':')?;
+    Some(ConnKey {
+        node: node.into(),
+        conn: conn.parse().ok()?,
+    })
+}
+
+fn parse_entry(json: &str) -> Result<Option<PresenceEntry>, PresenceError> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| unavailable(format!("bad presence entry from Redis: {e}")))
+}
+
+/// An event as the scripts PUBLISH it.
+#[derive(Deserialize)]
+struct WireEvent {
+    team: String,
+    v: u64,
+    origin: String,
+    joins: Vec<PresenceEntry>,
+    leaves: Vec<PresenceEntry>,
+}
+
+impl WireEvent {
+    fn into_event(self) -> Option<PresenceEvent> {
+        Some(PresenceEvent {
+            team: TeamId::new(&self.team).ok()?,
+            version: self.v,
+            origin: parse_conn_key(&self.origin)?,
+            joins: self.joins,
+            leaves: self.leaves,
+        })
+    }
+}
+
+impl Inner {
+    fn channel(&self, team: &TeamId) -> String {
+        format!("{}:{{{}}}:events", self.prefix, team.as_str())
+    }
+
+    fn keys(&self, team: &TeamId) -> [String; 8] {
+        let base = format!("{}:{{{}}}", self.prefix, team.as_str());
+        [
+            "conn_user",
+            "conn_meta",
+            "conn_seq",
+            "conn_exp",
+            "user_count",
+            "user_name",
+            "version",
+            "seq",
+        ]
+        .map(|k| format!("{base}:{k}"))
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn hosts(&self, team: &TeamId) -> bool {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.get(team).is_some_and(|t| !t.is_empty())
+    }
+
+    fn hosted_teams(&self) -> Vec<TeamId> {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.keys().cloned().collect()
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, PresenceError> {
+        // The pool's own timeouts bound this wait.
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn run_join(&self, team: &TeamId, info: &ConnInfo) -> Result<Change, PresenceError> {
+        let meta = match &info.meta {
+            Some(m) => serde_json::to_string(m).map_err(unavailable)?,
+            None => String::new(),
+        };
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.join.prepare_invoke();
+        inv.key(&self.keys(team))
+            .arg(self.channel(team))
+            .arg(team.as_str())
+            .arg(conn_key_str(&info.key))
+            .arg(info.user.as_str())
+            .arg(if info.name.is_some() { "1" } else { "0" })
+            .arg(info.name.as_deref().unwrap_or(""))
+            .arg(meta)
+            .arg(self.ttl_ms());
+        let (version, joined, left): (u64, String, String) =
+            bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(Change {
+            version,
+            joined: parse_entry(&joined)?,
+            left: parse_entry(&left)?,
+        })
+    }
+
+    async fn run_leave(&self, team: &TeamId, key: &ConnKey) -> Result<Change, PresenceError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.leave.prepare_invoke();
+        inv.key(&self.keys(team))
+            .arg(self.channel(team))
+            .arg(team.as_str())
+            .arg(conn_key_str(key));
+        let (version, left): (u64, String) = bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(Change {
+            version,
+            joined: None,
+            left: parse_entry(&left)?,
+        })
+    }
+
+    async fn run_snapshot(&self, team: &TeamId) -> Result<Snapshot, PresenceError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.snapshot.prepare_invoke();
+        inv.key(&self.keys(team))
+            .arg(self.channel(team))
+            .arg(team.as_str());
+        let (version, entries): (u64, String) = bounded(inv.invoke_async(&mut conn)).await?;
+        let mut entries: Vec<PresenceEntry> = serde_json::from_str(&entries)
+            .map_err(|e| unavailable(format!("bad snapshot from Redis: {e}")))?;
+        entries.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(Snapshot { version, entries })
+    }
+
+    /// Refreshes the given connections; returns those Redis no longer has.
+    async fn run_refresh(
+        &self,
+        team: &TeamId,
+        keys: &[ConnKey],
+    ) -> Result<Vec<ConnKey>, PresenceError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.refresh.prepare_invoke();
+        inv.key(&self.keys(team)).arg(self.ttl_ms());
+        for k in keys {
+            inv.arg(conn_key_str(k));
+        }
+        let missing: Vec<String> = bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(missing.iter().filter_map(|s| parse_conn_key(s)).collect())
+    }
+
+    async fn run_sweep(&self, team: &TeamId) -> Result<u64, PresenceError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.sweep.prepare_invoke();
+        inv.key(&self.keys(team))
+            .arg(self.channel(team))
+            .arg(team.as_str());
+        bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Asks the subscriber task to subscribe to `team` (this node hosts it) and waits for
+    /// the confirmation, so the events of the change about to be made reach this node.
+    async fn ensure_subscribed(&self, team: &TeamId) -> Result<(), PresenceError> {
+        let (tx, rx) = oneshot::channel();
+        self.subs
+            .send(SubCmd {
+                team: team.clone(),
+                ack: Some(tx),
+            })
+            .map_err(|_| unavailable("the presence subscriber has stopped"))?;
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(PresenceError::Unavailable(e)),
+            Ok(Err(_)) => Err(unavailable("the presence subscriber has stopped")),
+            Err(_) => Err(unavailable(format!(
+                "SUBSCRIBE not confirmed within {SUBSCRIBE_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Asks the subscriber task to bring `team`'s subscription in line, without waiting.
+    fn resync(&self, team: &TeamId) {
+        let _ = self.subs.send(SubCmd {
+            team: team.clone(),
+            ack: None,
+        });
+    }
+
+    fn delivered(&self, team: &TeamId) -> u64 {
+        let d = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
+        d.get(team).copied().unwrap_or(0)
+    }
+
+    /// Waits until the event of `version` (or a later one) of `team` has been forwarded.
+    async fn await_delivered(&self, team: &TeamId, version: u64) {
+        let mut tick = self.delivered_tick.subscribe();
+        let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
+        loop {
+            tick.borrow_and_update();
+            if self.delivered(team) >= version {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, tick.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out or the subscriber is gone: the change stands regardless.
+                _ => return,
+            }
+        }
+    }
+
+    fn forward(&self, msg: &::redis::Msg) {
+        let Ok(wire) = serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) else {
+            return;
+        };
+        let Some(event) = wire.into_event() else {
+            return;
+        };
+        {
+            let mut d = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
+            let v = d.entry(event.team.clone()).or_insert(0);
+            *v = (*v).max(event.version);
+        }
+        // A closed receiver means the node is shutting down; nobody is left to tell.
+        let _ = self.events.send(event);
+        self.delivered_tick.send_replace(());
+    }
+}
+
+impl RedisPresence {
+    /// Connects to Redis at `url` and starts the background tasks.
+    ///
+    /// - `prefix` starts every key and channel name (one per cluster; tests use unique
+    ///   ones to stay apart).
+    /// - `node` is this node's id (for diagnostics; connection keys carry their node).
+    /// - `ttl` is how long a connection outlives its node's last refresh
+    ///   (`--presence-ttl`); the node refreshes every TTL/3.
+    /// - `events` receives every presence event of the teams this node hosts, in
+    ///   version order per team, whichever node made the change.
+    ///
+    /// Fails with [`PresenceError::Unavailable`] when Redis cannot be reached. Must be
+    /// called inside a tokio runtime.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        node: &str,
+        ttl: Duration,
+        events: mpsc::UnboundedSender<PresenceEvent>,
+    ) -> Result<Self, PresenceError> {
+        let client = ::redis::Client::open(url).map_err(unavailable)?;
+        let mut pool_config = PoolConfig::new(16);
+        pool_config.timeouts = Timeouts {
+            wait: Some(OP_TIMEOUT),
+            create: Some(OP_TIMEOUT),
+            recycle: Some(OP_TIMEOUT),
+        };
+        let pool = deadpool_redis::Config {
+            url: Some(url.to_owned()),
+            connection: None,
+            pool: Some(pool_config),
+        }
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(unavailable)?;
+        {
+            let mut conn = pool.get().await.map_err(unavailable)?;
+            bounded(::redis::cmd("PING").query_async::<String>(&mut conn)).await?;
+        }
+        let (sink, stream) = bounded(client.get_async_pubsub()).await?.split();
+        let (subs, cmds) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            pool,
+            scripts: Scripts::new(),
+            prefix: prefix.to_owned(),
+            node: node.into(),
+            ttl,
+            local: Mutex::new(HashMap::new()),
+            subs,
+            delivered: Mutex::new(HashMap::new()),
+            delivered_tick: watch::Sender::new(()),
+            events,
+        });
+        let subscriber = tokio::spawn(subscriber(inner.clone(), client, sink, stream, cmds));
+        let maintenance = tokio::spawn(maintain(inner.clone()));
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(vec![subscriber, maintenance]),
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Stops the background tasks (refresh, sweep, subscriber) without leaving: a
+    /// draining node leaves its connections first, then calls this. Idempotent; also
+    /// done on drop.
+    pub fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Runs one refresh-and-sweep round now, as the background task does every TTL/3.
+    pub async fn maintain_once(&self) {
+        maintain_round(&self.inner).await;
+    }
+}
+
+impl Drop for RedisPresence {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn join(&self, team: &TeamId, conn: ConnInfo) -> Result<Change, PresenceError> {
+        let inner = &self.inner;
+        let inserted = {
+            let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+            let conns = local.entry(team.clone()).or_default();
+            match conns.get_mut(&conn.key) {
+                Some(c) => {
+                    c.info = conn.clone();
+                    false
+                }
+                None => {
+                    conns.insert(
+                        conn.key.clone(),
+                        LocalConn {
+                            info: conn.clone(),
+                            live: false,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        let result = match inner.ensure_subscribed(team).await {
+            Ok(()) => inner.run_join(team, &conn).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(change) => {
+                {
+                    let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = local.get_mut(team).and_then(|t| t.get_mut(&conn.key)) {
+                        c.live = true;
+                    }
+                }
+                if change.joined.is_some() || change.left.is_some() {
+                    inner.await_delivered(team, change.version).await;
+                }
+                Ok(change)
+            }
+            Err(e) => {
+                if inserted {
+                    remove_local(inner, team, &conn.key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn leave(&self, team: &TeamId, key: &ConnKey) -> Result<Change, PresenceError> {
+        let inner = &self.inner;
+        let (was_live, subscribed) = {
+            let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+            let conns = local.get_mut(team);
+            let subscribed = conns.as_ref().is_some_and(|t| !t.is_empty());
+            let was_live = conns.and_then(|t| t.get_mut(key)).map(|c| {
+                let was = c.live;
+                c.live = false;
+                was
+            });
+            (was_live, subscribed)
+        };
+        match inner.run_leave(team, key).await {
+            Ok(change) => {
+                // Wait for our own event before possibly unsubscribing, so it is not lost.
+                if change.left.is_some() && subscribed {
+                    inner.await_delivered(team, change.version).await;
+                }
+                if was_live.is_some() {
+                    remove_local(inner, team, key);
+                }
+                Ok(change)
+            }
+            Err(e) => {
+                if let Some(was) = was_live {
+                    let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = local.get_mut(team).and_then(|t| t.get_mut(key)) {
+                        c.live = was;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn snapshot(&self, team: &TeamId) -> Result<Snapshot, PresenceError> {
+        self.inner.run_snapshot(team).await
+    }
+}
+
+/// Forgets a local connection; unsubscribes from the team if it was the last one.
+fn remove_local(inner: &Inner, team: &TeamId, key: &ConnKey) {
+    let now_empty = {
+        let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+        match local.get_mut(team) {
+            Some(conns) => {
+                conns.remove(key);
+                if conns.is_empty() {
+                    local.remove(team);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    };
+    if now_empty {
+        inner.resync(team);
+    }
+}
+
+/// The subscriber task: forwards events in the order received and is the only one to
+/// change subscriptions, so they are changed one at a time.
+async fn subscriber(
+    inner: Arc<Inner>,
+    client: ::redis::Client,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
+) {
+    let mut subscribed: HashSet<TeamId> = HashSet::new();
+    loop {
+        tokio::select! {
+            // Messages first: whatever Redis already delivered goes out before a
+            // subscription changes.
+            biased;
+            msg = stream.next() => match msg {
+                Some(msg) => inner.forward(&msg),
+                None => {
+                    // The connection is gone: reconnect and subscribe again to every
+                    // team hosted now. Events published meanwhile are lost for this node.
+                    subscribed.clear();
+                    (sink, stream) = reconnect(&client).await;
+                    for team in inner.hosted_teams() {
+                        if sink.subscribe(inner.channel(&team)).await.is_ok() {
+                            subscribed.insert(team);
+                        }
+                    }
+                }
+            },
+            cmd = cmds.recv() => {
+                let Some(SubCmd { team, ack }) = cmd else { return };
+                let want = inner.hosts(&team);
+                let have = subscribed.contains(&team);
+                let result = if want && !have {
+                    sink.subscribe(inner.channel(&team)).await.map(|()| {
+                        subscribed.insert(team.clone());
+                    })
+                } else if !want && have {
+                    subscribed.remove(&team);
+                    inner
+                        .delivered
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&team);
+                    sink.unsubscribe(inner.channel(&team)).await
+                } else {
+                    Ok(())
+                };
+                if let Some(ack) = ack {
+                    let _ = ack.send(result.map_err(|e| e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn reconnect(client: &::redis::Client) -> (PubSubSink, PubSubStream) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(backoff).await;
+        if let Ok(Ok(pubsub)) = tokio::time::timeout(OP_TIMEOUT, client.get_async_pubsub()).await {
+            return pubsub.split();
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The refresh/sweep task: one round every TTL/3.
+async fn maintain(inner: Arc<Inner>) {
+    let period = (inner.ttl / 3).max(MIN_PERIOD);
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is immediate; the joins just set the expiry
+    loop {
+        every.tick().await;
+        maintain_round(&inner).await;
+    }
+}
+
+/// Refreshes this node's live connections, re-joins any that were swept meanwhile, and
+/// sweeps every team this node hosts. Errors are left for the next round: a refresh
+/// that keeps failing ends, as it should, with this node's users expiring.
+async fn maintain_round(inner: &Inner) {
+    let teams: Vec<(TeamId, Vec<ConnKey>)> = {
+        let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+        local
+            .iter()
+            .map(|(team, conns)| {
+                let live = conns
+                    .iter()
+                    .filter(|(_, c)| c.live)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                (team.clone(), live)
+            })
+            .collect()
+    };
+    for (team, keys) in teams {
+        let missing = if keys.is_empty() {
+            Vec::new()
+        } else {
+            inner.run_refresh(&team, &keys).await.unwrap_or_default()
+        };
+        {
+            for key in missing {
+                let info = {
+                    let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+                    local
+                        .get(&team)
+                        .and_then(|t| t.get(&key))
+                        .filter(|c| c.live)
+                        .map(|c| c.info.clone())
+                };
+                if let Some(info) = info {
+                    let _ = inner.run_join(&team, &info).await;
+                }
+            }
+        }
+        let _ = inner.run_sweep(&team).await;
+    }
+}

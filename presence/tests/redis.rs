@@ -1,0 +1,307 @@
+//! The presence conformance suite against `RedisPresence`, plus cluster tests: several
+//! stores (nodes) sharing one real Redis.
+//!
+//! Needs Redis at `TEAMHUB_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); the tests
+//! fail, never skip, when it is unreachable. Each test uses its own key prefix.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use teamhub_presence::conformance::{self, Subject};
+use teamhub_presence::{
+    ConnInfo, ConnKey, PresenceError, PresenceEvent, PresenceStore, RedisPresence, TeamPresence,
+};
+use teamhub_protocol::{TeamId, UserId};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn redis_url() -> String {
+    std::env::var("TEAMHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A prefix no other test (or earlier run) uses.
+fn prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "teamhub-test:{test}:{}:{nanos}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn node(
+    prefix: &str,
+    node: &str,
+    ttl: Duration,
+) -> (RedisPresence, UnboundedReceiver<PresenceEvent>) {
+    let url = redis_url();
+    let (tx, rx) = unbounded_channel();
+    match RedisPresence::connect(&url, prefix, node, ttl, tx).await {
+        Ok(store) => (store, rx),
+        Err(e) => panic!(
+            "Redis is unreachable at {url} ({e}). These tests need a real Redis: start one with \
+             `redis-server --daemonize yes --port 6379 --save '' --appendonly no` or point \
+             TEAMHUB_TEST_REDIS_URL at one."
+        ),
+    }
+}
+
+async fn subject(test: &str) -> Subject {
+    let (store, events) = node(&prefix(test), "node-1", Duration::from_secs(15)).await;
+    Subject {
+        store: Arc::new(store),
+        events,
+    }
+}
+
+#[tokio::test]
+async fn first_connection_joins_last_leaves() {
+    conformance::first_connection_joins_last_leaves(&mut subject("c1").await).await;
+}
+
+#[tokio::test]
+async fn retries_are_harmless() {
+    conformance::retries_are_harmless(&mut subject("c2").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_ordered_under_concurrency() {
+    conformance::events_are_ordered_under_concurrency(&mut subject("c3").await).await;
+}
+
+#[tokio::test]
+async fn teams_are_isolated_and_snapshots_sorted() {
+    conformance::teams_are_isolated_and_snapshots_sorted(&mut subject("c4").await).await;
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_unavailable() {
+    let (tx, _rx) = unbounded_channel();
+    let err = RedisPresence::connect("redis://127.0.0.1:1", "x", "n", Duration::from_secs(1), tx)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");
+}
+
+// ---- cluster ------------------------------------------------------------------------
+
+fn team(name: &str) -> TeamId {
+    TeamId::new(name).unwrap()
+}
+
+fn key(node: &str, conn: u64) -> ConnKey {
+    ConnKey {
+        node: node.into(),
+        conn,
+    }
+}
+
+fn info(node: &str, conn: u64, user: &str, status: Option<&str>) -> ConnInfo {
+    ConnInfo {
+        key: key(node, conn),
+        user: UserId::new(user).unwrap(),
+        name: Some(format!("{user} name")),
+        meta: status.and_then(|s| serde_json::json!({ "status": s }).as_object().cloned()),
+    }
+}
+
+async fn next(rx: &mut UnboundedReceiver<PresenceEvent>, who: &str) -> PresenceEvent {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{who}: no presence event within {WAIT:?}"))
+        .unwrap_or_else(|| panic!("{who}: event channel closed"))
+}
+
+/// A bounded wait for an event that must not come.
+async fn assert_quiet(rx: &mut UnboundedReceiver<PresenceEvent>, for_: Duration, who: &str) {
+    if let Ok(Some(ev)) = tokio::time::timeout(for_, rx.recv()).await {
+        panic!("{who}: unexpected event {ev:?}");
+    }
+}
+
+/// A user with a connection on each of two nodes counts both and leaves only when both
+/// are gone; both nodes see every event, in the same version order; entries match what
+/// `TeamPresence` computes for the same operations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_view() {
+    let p = prefix("cluster");
+    let ttl = Duration::from_secs(15);
+    let (a, mut ea) = node(&p, "a", ttl).await;
+    let (b, mut eb) = node(&p, "b", ttl).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let t = team("cluster");
+    let mut model = TeamPresence::default();
+
+    // Anchors, so both nodes host the team from here on.
+    for (store, conn) in [
+        (&a, info("a", 1, "xavier", None)),
+        (&b, info("b", 1, "yara", None)),
+    ] {
+        model.join(conn.clone());
+        store.join(&t, conn).await.unwrap();
+    }
+    let first = next(&mut ea, "a").await;
+    assert_eq!(first.joins[0].user.as_str(), "xavier");
+    let v_both = next(&mut ea, "a").await;
+    assert_eq!(v_both, next(&mut eb, "b").await, "b sees its own join too");
+    let mut seen_a = vec![v_both.clone()];
+    let mut seen_b = vec![v_both];
+
+    // ann on both nodes, with meta: the most recent connection's meta wins.
+    let c = a.join(&t, info("a", 2, "ann", Some("away"))).await.unwrap();
+    let m = model.join(info("a", 2, "ann", Some("away")));
+    assert_eq!((c.version, &c.joined), (m.version, &m.joined));
+    seen_a.push(next(&mut ea, "a").await);
+    seen_b.push(next(&mut eb, "b").await);
+    let c = b.join(&t, info("b", 2, "ann", Some("busy"))).await.unwrap();
+    model.join(info("b", 2, "ann", Some("busy")));
+    assert!(
+        c.joined.is_none(),
+        "a second connection on another node is not a join"
+    );
+    for store in [&a, &b] {
+        let snap = store.snapshot(&t).await.unwrap();
+        assert_eq!(snap.entries, model.entries(), "entries match TeamPresence");
+        assert_eq!(snap.version, model.version());
+        let ann = snap
+            .entries
+            .iter()
+            .find(|e| e.user.as_str() == "ann")
+            .unwrap();
+        assert_eq!(ann.conns, 2, "conns counts both nodes");
+        assert_eq!(ann.meta.as_ref().unwrap()["status"], "busy");
+    }
+
+    // One of the two goes: still online, no event, meta falls back.
+    let c = a.leave(&t, &key("a", 2)).await.unwrap();
+    model.leave(&key("a", 2));
+    assert!(c.left.is_none());
+    assert_eq!(b.snapshot(&t).await.unwrap().entries, model.entries());
+    // The last one goes: one leave, seen by both.
+    let c = b.leave(&t, &key("b", 2)).await.unwrap();
+    let m = model.leave(&key("b", 2));
+    assert_eq!((c.version, &c.left), (m.version, &m.left));
+    seen_a.push(next(&mut ea, "a").await);
+    seen_b.push(next(&mut eb, "b").await);
+    assert_eq!(seen_a.last().unwrap().leaves[0].user.as_str(), "ann");
+
+    // Concurrent churn from both nodes: 4 users x 3 rounds x (join + leave).
+    let mut tasks = Vec::new();
+    for u in 0..4u64 {
+        let (store, n) = if u % 2 == 0 {
+            (a.clone(), "a")
+        } else {
+            (b.clone(), "b")
+        };
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..3u64 {
+                let conn = 100 + u * 10 + round;
+                store
+                    .join(&t, info(n, conn, &format!("u{u}"), None))
+                    .await
+                    .unwrap();
+                store.leave(&t, &key(n, conn)).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for _ in 0..24 {
+        seen_a.push(next(&mut ea, "a").await);
+        seen_b.push(next(&mut eb, "b").await);
+    }
+    assert_quiet(&mut ea, Duration::from_millis(300), "a").await;
+    assert_quiet(&mut eb, Duration::from_millis(300), "b").await;
+    assert_eq!(
+        seen_a, seen_b,
+        "both nodes see the same events in the same order"
+    );
+    for pair in seen_a.windows(2) {
+        assert_eq!(
+            pair[1].version,
+            pair[0].version + 1,
+            "no gaps, no reordering"
+        );
+    }
+    let snap = a.snapshot(&t).await.unwrap();
+    assert_eq!(snap.version, seen_a.last().unwrap().version);
+    let users: Vec<_> = snap.entries.iter().map(|e| e.user.as_str()).collect();
+    assert_eq!(users, ["xavier", "yara"]);
+}
+
+/// A node that dies without a word (its store dropped: no leave, no refresh) has its
+/// users leave on the surviving nodes within two TTLs, announced exactly once even
+/// though two survivors sweep; a user also connected through a survivor stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_users_leave_within_two_ttls() {
+    let p = prefix("death");
+    let ttl = Duration::from_secs(1);
+    let (a, _ea) = node(&p, "a", ttl).await;
+    let (b, mut eb) = node(&p, "b", ttl).await;
+    let (c, mut ec) = node(&p, "c", ttl).await;
+    let t = team("death");
+
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    a.join(&t, info("a", 2, "dave", None)).await.unwrap();
+    b.join(&t, info("b", 1, "ann", None)).await.unwrap();
+    b.join(&t, info("b", 2, "carol", None)).await.unwrap();
+    c.join(&t, info("c", 1, "erin", None)).await.unwrap();
+    // b saw carol and erin join; c saw erin join.
+    for _ in 0..2 {
+        next(&mut eb, "b").await;
+    }
+    let erin = next(&mut ec, "c").await;
+    assert_eq!(erin.joins[0].user.as_str(), "erin");
+
+    drop(a); // SIGKILL: no leave, no more refreshes
+    let died = Instant::now();
+
+    let on_b = next(&mut eb, "b").await;
+    let elapsed = died.elapsed();
+    let on_c = next(&mut ec, "c").await;
+    assert_eq!(on_b, on_c);
+    assert!(on_b.joins.is_empty());
+    let left: Vec<_> = on_b.leaves.iter().map(|e| e.user.as_str()).collect();
+    assert_eq!(left, ["dave"], "ann is still online through b");
+    assert_eq!(on_b.origin, key("a", 2));
+    assert!(
+        elapsed < 2 * ttl,
+        "dave left after {elapsed:?}, more than two TTLs"
+    );
+
+    // Exactly once, whichever survivor swept; ann's expired connection on `a` is no
+    // user-level change. Several more sweep rounds pass meanwhile.
+    assert_quiet(&mut eb, ttl, "b").await;
+    assert_quiet(&mut ec, Duration::from_millis(10), "c").await;
+
+    let snap = c.snapshot(&t).await.unwrap();
+    let users: Vec<_> = snap
+        .entries
+        .iter()
+        .map(|e| (e.user.as_str(), e.conns))
+        .collect();
+    assert_eq!(users, [("ann", 1), ("carol", 1), ("erin", 1)]);
+    assert_eq!(snap.version, on_b.version);
+}
+
+/// The refresh keeps live connections well past the TTL.
+#[tokio::test]
+async fn live_connections_outlive_the_ttl() {
+    let p = prefix("refresh");
+    let ttl = Duration::from_millis(600);
+    let (a, mut ea) = node(&p, "a", ttl).await;
+    let t = team("refresh");
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    // An absence: three TTLs in which no leave may come.
+    assert_quiet(&mut ea, 3 * ttl, "a").await;
+    assert_eq!(a.snapshot(&t).await.unwrap().entries.len(), 1);
+}
