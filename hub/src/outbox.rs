@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use teamhub_protocol::{KickReason, TeamId};
+use teamhub_protocol::{CloseCode, KickReason, TeamId};
 use tokio::sync::Notify;
 
 use crate::event::Event;
@@ -25,6 +25,12 @@ pub enum Outbound {
     Kick {
         team: TeamId,
         reason: KickReason,
+    },
+    /// Close the connection with this code (e.g. 1012 when a team's stream lost
+    /// continuity and clients must recover with `since`).
+    Close {
+        code: CloseCode,
+        reason: &'static str,
     },
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use teamhub_protocol::{KickReason, TeamId, UserId};
+use teamhub_protocol::{CloseCode, KickReason, TeamId, UserId};
 
 use crate::event::{Event, EventKind};
 use crate::metrics;
@@ -122,6 +122,21 @@ impl Registry {
                     reason,
                 })
             })
+            .count()
+    }
+
+    /// Whether any local connection is joined to `team`.
+    pub fn hosts(&self, team: &TeamId) -> bool {
+        self.teams.get(team).is_some_and(|subs| !subs.is_empty())
+    }
+
+    /// Closes every local connection joined to `team`; returns how many were told.
+    pub fn close_team(&self, team: &TeamId, code: CloseCode, reason: &'static str) -> usize {
+        let Some(subs) = self.teams.get(team) else {
+            return 0;
+        };
+        subs.values()
+            .filter(|s| s.outbox.push(Outbound::Close { code, reason }))
             .count()
     }
 

@@ -333,6 +333,10 @@ impl Session {
                     }
                     written += 1;
                 }
+                Outbound::Close { code, reason } => {
+                    let _ = socket.flush().await;
+                    return Flow::Close(code, reason);
+                }
                 Outbound::Kick { team, reason } => {
                     if self.leave_team(&team).await {
                         if let Framing::Seed = self.framing {
