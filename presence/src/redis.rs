@@ -31,11 +31,19 @@
 //!   the TTL) and its live connections were swept, the next refresh finds them missing
 //!   and joins them again (announced as joins, since the leaves were announced).
 //!
+//! - **Failures err towards "offline".** Redis unreachable gives
+//!   [`PresenceError::Unavailable`] and Redis is left as it was. A command that times out
+//!   may still have been applied; it is reported the same way and is safe to retry (joins
+//!   and leaves are idempotent). Either way a failed join and a failed leave stop this
+//!   node from refreshing that connection, so if Redis did record it, it expires within
+//!   the TTL: no connection stays online because a call failed.
+//!
 //! Limits: an event published while the subscriber connection is down (it reconnects
 //! and resubscribes by itself) is lost for this node; its clients see the change only in
-//! their next snapshot. A command that times out may still have been applied by Redis;
-//! it is reported as [`PresenceError::Unavailable`] and is safe to retry (joins and
-//! leaves are idempotent).
+//! their next snapshot. Redis losing its data (a restart without persistence) resets the
+//! teams' versions; the refresh loop re-joins this node's live connections, but clients
+//! that hold a snapshot with a higher version would drop the new, lower-numbered events
+//! until they join again.
 
 mod scripts;
 
@@ -462,14 +470,14 @@ impl Drop for RedisPresence {
 impl PresenceStore for RedisPresence {
     async fn join(&self, team: &TeamId, conn: ConnInfo) -> Result<Change, PresenceError> {
         let inner = &self.inner;
-        let inserted = {
+        // Recorded before the script runs, so the team is subscribed to (the subscriber
+        // task subscribes to exactly the hosted teams) when the join's event is
+        // published. `previous` is what to restore if the join fails.
+        let previous = {
             let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
             let conns = local.entry(team.clone()).or_default();
             match conns.get_mut(&conn.key) {
-                Some(c) => {
-                    c.info = conn.clone();
-                    false
-                }
+                Some(c) => Some(std::mem::replace(&mut c.info, conn.clone())),
                 None => {
                     conns.insert(
                         conn.key.clone(),
@@ -478,7 +486,7 @@ impl PresenceStore for RedisPresence {
                             live: false,
                         },
                     );
-                    true
+                    None
                 }
             }
         };
@@ -500,8 +508,14 @@ impl PresenceStore for RedisPresence {
                 Ok(change)
             }
             Err(e) => {
-                if inserted {
-                    remove_local(inner, team, &conn.key);
+                match previous {
+                    None => remove_local(inner, team, &conn.key),
+                    Some(info) => {
+                        let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(c) = local.get_mut(team).and_then(|t| t.get_mut(&conn.key)) {
+                            c.info = info;
+                        }
+                    }
                 }
                 Err(e)
             }
@@ -510,38 +524,32 @@ impl PresenceStore for RedisPresence {
 
     async fn leave(&self, team: &TeamId, key: &ConnKey) -> Result<Change, PresenceError> {
         let inner = &self.inner;
-        let (was_live, subscribed) = {
+        let (is_local, subscribed) = {
             let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
             let conns = local.get_mut(team);
             let subscribed = conns.as_ref().is_some_and(|t| !t.is_empty());
-            let was_live = conns.and_then(|t| t.get_mut(key)).map(|c| {
-                let was = c.live;
-                c.live = false;
-                was
-            });
-            (was_live, subscribed)
+            // Not live any more: the refresh loop must neither refresh nor repair it.
+            let is_local = conns
+                .and_then(|t| t.get_mut(key))
+                .map(|c| c.live = false)
+                .is_some();
+            (is_local, subscribed)
         };
-        match inner.run_leave(team, key).await {
-            Ok(change) => {
-                // Wait for our own event before possibly unsubscribing, so it is not lost.
-                if change.left.is_some() && subscribed {
-                    inner.await_delivered(team, change.version).await;
-                }
-                if was_live.is_some() {
-                    remove_local(inner, team, key);
-                }
-                Ok(change)
-            }
-            Err(e) => {
-                if let Some(was) = was_live {
-                    let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(c) = local.get_mut(team).and_then(|t| t.get_mut(key)) {
-                        c.live = was;
-                    }
-                }
-                Err(e)
+        let result = inner.run_leave(team, key).await;
+        if let Ok(change) = &result {
+            // Wait for our own event before possibly unsubscribing, so it is not lost.
+            if change.left.is_some() && subscribed {
+                inner.await_delivered(team, change.version).await;
             }
         }
+        // Forgotten even when the script failed: a leave means the connection is gone,
+        // so this node stops refreshing it and, if the caller never retries, it expires
+        // within the TTL and a sweep announces the leave. Kept, it would stay online
+        // for as long as this node lives.
+        if is_local {
+            remove_local(inner, team, key);
+        }
+        result
     }
 
     async fn snapshot(&self, team: &TeamId) -> Result<Snapshot, PresenceError> {
@@ -690,5 +698,33 @@ async fn maintain_round(inner: &Inner) {
             }
         }
         let _ = inner.run_sweep(&team).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_keys_round_trip_even_with_colons_in_the_node_id() {
+        let key = ConnKey {
+            node: "eu-1:pod:7".into(),
+            conn: 42,
+        };
+        assert_eq!(parse_conn_key(&conn_key_str(&key)), Some(key));
+        assert_eq!(parse_conn_key("x:node"), None);
+        assert_eq!(parse_conn_key("42"), None);
+    }
+
+    #[test]
+    fn wire_events_decode_into_presence_events() {
+        let json = r#"{"team":"t1","v":3,"origin":"7:n1","joins":[{"user":"ann","name":null,"conns":1,"meta":{}}],"leaves":[]}"#;
+        let ev = serde_json::from_str::<WireEvent>(json)
+            .unwrap()
+            .into_event()
+            .unwrap();
+        assert_eq!((ev.team.as_str(), ev.version), ("t1", 3));
+        assert_eq!(ev.origin.conn, 7);
+        assert_eq!(ev.joins[0].meta, Some(serde_json::Map::new()));
     }
 }

@@ -305,3 +305,34 @@ async fn live_connections_outlive_the_ttl() {
     assert_quiet(&mut ea, 3 * ttl, "a").await;
     assert_eq!(a.snapshot(&t).await.unwrap().entries.len(), 1);
 }
+
+/// Meta and names come back exactly as given: empty objects stay objects, big integers
+/// keep every digit, escapes and non-ASCII survive, a missing name stays null.
+#[tokio::test]
+async fn entries_round_trip_through_redis_unchanged() {
+    let p = prefix("meta");
+    let (a, mut ea) = node(&p, "a", Duration::from_secs(15)).await;
+    let t = team("meta");
+    let meta = serde_json::json!({
+        "empty": {},
+        "list": [],
+        "big": 12345678901234567u64,
+        "float": 0.1,
+        "text": "h\u{e9}llo \"/\\ \u{1f600}",
+    });
+    let conn = ConnInfo {
+        key: key("a", 1),
+        user: UserId::new("ann").unwrap(),
+        name: None,
+        meta: meta.as_object().cloned(),
+    };
+    let mut model = TeamPresence::default();
+    let expected = model.join(conn.clone());
+    let change = a.join(&t, conn).await.unwrap();
+    assert_eq!(change.joined, expected.joined);
+    let ev = next(&mut ea, "a").await;
+    assert_eq!(ev.joins, expected.joined.into_iter().collect::<Vec<_>>());
+    assert_eq!(a.snapshot(&t).await.unwrap().entries, model.entries());
+    let left = a.leave(&t, &key("a", 1)).await.unwrap();
+    assert_eq!(left.left, model.leave(&key("a", 1)).left);
+}
