@@ -34,9 +34,10 @@
 //! - **Failures err towards "offline".** Redis unreachable gives
 //!   [`PresenceError::Unavailable`] and Redis is left as it was. A command that times out
 //!   may still have been applied; it is reported the same way and is safe to retry (joins
-//!   and leaves are idempotent). Either way a failed join and a failed leave stop this
-//!   node from refreshing that connection, so if Redis did record it, it expires within
-//!   the TTL: no connection stays online because a call failed.
+//!   and leaves are idempotent). Either way this node stops refreshing a connection
+//!   whose first join failed, or whose leave was asked for (failed or not), so if Redis
+//!   did record it, it expires within the TTL: no connection stays online because a
+//!   call failed.
 //!
 //! Limits: an event published while the subscriber connection is down (it reconnects
 //! and resubscribes by itself) is lost for this node; its clients see the change only in

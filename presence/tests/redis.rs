@@ -336,3 +336,50 @@ async fn entries_round_trip_through_redis_unchanged() {
     let left = a.leave(&t, &key("a", 1)).await.unwrap();
     assert_eq!(left.left, model.leave(&key("a", 1)).left);
 }
+
+/// A live connection that was swept anyway (its node could not refresh in time, say
+/// during a Redis outage) is joined again by the next refresh: announced as a leave,
+/// then a join, never silently missing.
+#[tokio::test]
+async fn a_swept_live_connection_is_joined_again() {
+    let p = prefix("repair");
+    // A long TTL, so the background refresh (every TTL/3) does not run mid-test.
+    let (a, mut ea) = node(&p, "a", Duration::from_secs(300)).await;
+    let t = team("repair");
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    let joined = next(&mut ea, "a").await;
+
+    // Reaches into the key layout (see `scripts.rs`): put the expiry in the past.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let updated: i64 = redis::cmd("ZADD")
+        .arg(format!("{p}:{{repair}}:conn_exp"))
+        .arg("XX")
+        .arg("CH")
+        .arg(0)
+        .arg("1:a")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(updated, 1, "the connection's expiry entry exists");
+
+    // Any sweep (here the snapshot's) announces the leave...
+    assert!(a.snapshot(&t).await.unwrap().entries.is_empty());
+    let left = next(&mut ea, "a").await;
+    assert_eq!(
+        (left.version, left.leaves[0].user.as_str()),
+        (joined.version + 1, "ann")
+    );
+    // ...and the next refresh finds the live connection gone and joins it again.
+    a.maintain_once().await;
+    let again = next(&mut ea, "a").await;
+    assert_eq!(
+        (again.version, again.joins[0].user.as_str()),
+        (joined.version + 2, "ann")
+    );
+    assert_eq!(a.snapshot(&t).await.unwrap().entries[0].conns, 1);
+    // And it is an ordinary connection again: its leave is announced once.
+    a.leave(&t, &key("a", 1)).await.unwrap();
+    assert_eq!(next(&mut ea, "a").await.version, joined.version + 3);
+    assert_quiet(&mut ea, Duration::from_millis(200), "a").await;
+}
