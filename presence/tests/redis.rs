@@ -383,3 +383,112 @@ async fn a_swept_live_connection_is_joined_again() {
     assert_eq!(next(&mut ea, "a").await.version, joined.version + 3);
     assert_quiet(&mut ea, Duration::from_millis(200), "a").await;
 }
+
+/// A TCP proxy in front of Redis whose connections the test can cut, as a network
+/// failure would (the shared Redis stays untouched).
+struct Proxy {
+    url: String,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let upstream = redis_url();
+        let target = upstream
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let conns = conns.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task);
+                }
+            }
+        });
+        Self { url, conns, accept }
+    }
+
+    /// Drops every proxied connection; new ones are still accepted.
+    fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// When its connections to Redis break, a node reconnects, subscribes again to the teams
+/// it hosts and goes on receiving their events; its commands work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_resubscribes_after_losing_its_connections() {
+    let p = prefix("reconnect");
+    let proxy = Proxy::start().await;
+    let (tx, mut ea) = unbounded_channel();
+    let a = RedisPresence::connect(&proxy.url, &p, "a", Duration::from_secs(15), tx)
+        .await
+        .expect("connect through the proxy");
+    let (b, mut eb) = node(&p, "b", Duration::from_secs(15)).await;
+    let t = team("reconnect");
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    b.join(&t, info("b", 1, "bob", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    next(&mut eb, "b").await;
+
+    proxy.cut();
+
+    // Waits (bounded) until both nodes are subscribed to the team's channel again.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{p}:{{reconnect}}:events");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if subscribers == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a never resubscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    b.join(&t, info("b", 2, "carol", None)).await.unwrap();
+    let ev = next(&mut ea, "a").await;
+    assert_eq!(ev.joins[0].user.as_str(), "carol");
+    assert_eq!(ev, next(&mut eb, "b").await);
+
+    // The pool's broken connections are replaced: a's own changes work and arrive.
+    let mut attempts = 0;
+    let change = loop {
+        attempts += 1;
+        match a.leave(&t, &key("a", 1)).await {
+            Ok(change) => break change,
+            Err(e) if attempts < 3 => eprintln!("leave after the cut, attempt {attempts}: {e}"),
+            Err(e) => panic!("a cannot reach Redis again: {e}"),
+        }
+    };
+    assert_eq!(change.left.map(|e| e.user.to_string()), Some("ann".into()));
+    assert_eq!(next(&mut eb, "b").await.leaves[0].user.as_str(), "ann");
+}
