@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use teamhub_persistence::{WriterConfig, WriterTask, spawn_writer};
-use teamhub_presence::MemoryPresence;
+use teamhub_presence::{MemoryPresence, PresenceEvent, PresenceStore, RedisPresence};
+use teamhub_protocol::CloseCode;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::broker::memory::{HistoryLimits, MemoryBroker};
+use crate::broker::redis::{RedisBroker, Resync};
+use crate::broker::{Broker, History};
 use crate::config::ServeArgs;
 use crate::event::Event;
 use crate::node::{Limits, Node, NodeParts, OriginPolicy};
@@ -21,6 +24,77 @@ use crate::node::{Limits, Node, NodeParts, OriginPolicy};
 pub struct Background {
     pub fanout: JoinHandle<()>,
     pub writer: WriterTask,
+    /// Turns the broker's "this team lost continuity" notices into 1012 closes.
+    pub resync: Option<JoinHandle<()>>,
+    /// Redis presence keeps refreshing this node's entries until told to stop, after
+    /// the drain has left every team.
+    pub redis_presence: Option<Arc<RedisPresence>>,
+}
+
+/// The seams a node runs on: in-process, or Redis for a cluster.
+struct Seams {
+    broker: Arc<dyn Broker>,
+    history: Arc<dyn History>,
+    presence: Arc<dyn PresenceStore>,
+    resync: Option<mpsc::UnboundedReceiver<Resync>>,
+    redis_presence: Option<Arc<RedisPresence>>,
+}
+
+async fn seams(
+    args: &ServeArgs,
+    node_id: &str,
+    events: mpsc::UnboundedSender<Arc<Event>>,
+    presence_events: mpsc::UnboundedSender<PresenceEvent>,
+) -> anyhow::Result<Seams> {
+    let limits = HistoryLimits {
+        max_messages: args.history_size,
+        max_age: Duration::from_secs(args.history_ttl),
+    };
+    let Some(url) = &args.redis_url else {
+        let broker = Arc::new(MemoryBroker::new(events, limits));
+        return Ok(Seams {
+            broker: broker.clone(),
+            history: broker,
+            presence: Arc::new(MemoryPresence::new(presence_events)),
+            resync: None,
+            redis_presence: None,
+        });
+    };
+    let shown = redact(url);
+    let prefix = &args.redis_key_prefix;
+    let (broker, resync) = RedisBroker::new(url, prefix, events, limits)
+        .with_context(|| format!("Redis at {shown}"))?;
+    broker
+        .ping()
+        .await
+        .with_context(|| format!("Redis at {shown} is unreachable"))?;
+    let ttl = Duration::from_secs(args.presence_ttl);
+    let presence = Arc::new(
+        RedisPresence::connect(url, prefix, node_id, ttl, presence_events)
+            .await
+            .with_context(|| format!("Redis presence at {shown}"))?,
+    );
+    let broker = Arc::new(broker);
+    Ok(Seams {
+        broker: broker.clone(),
+        history: broker,
+        presence: presence.clone(),
+        resync: Some(resync),
+        redis_presence: Some(presence),
+    })
+}
+
+/// Closes a team's local connections with 1012 when its stream lost continuity, so
+/// their clients reconnect and recover with `since` (or learn they cannot).
+async fn resync_loop(node: Arc<Node>, mut resync: mpsc::UnboundedReceiver<Resync>) {
+    while let Some(r) = resync.recv().await {
+        let closed = node.registry.close_team(
+            &r.team,
+            CloseCode::Draining,
+            "team stream lost continuity: reconnect and recover with since",
+        );
+        tracing::warn!(team = %r.team, reason = ?r.reason, closed, "team resynchronised");
+    }
 }
 
 fn check(args: &ServeArgs) -> anyhow::Result<()> {
@@ -76,11 +150,6 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             args.listen
         );
     }
-    if args.redis_url.is_some() {
-        bail!(
-            "--redis-url: cluster mode is not available in this build yet; unset it to run a single node"
-        );
-    }
     let id: Arc<str> = match &args.node_id {
         Some(id) if !id.trim().is_empty() => id.trim().into(),
         _ => format!("node-{:06x}", rand::random::<u32>() & 0xff_ffff).into(),
@@ -97,12 +166,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
 
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Arc<Event>>();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
-    let limits_history = HistoryLimits {
-        max_messages: args.history_size,
-        max_age: Duration::from_secs(args.history_ttl),
-    };
-    let broker = Arc::new(MemoryBroker::new(events_tx, limits_history));
-    let presence = Arc::new(MemoryPresence::new(presence_tx));
+    let seams = seams(args, &id, events_tx, presence_tx).await?;
 
     let limits = Limits {
         max_frame_bytes: args.max_frame_bytes,
@@ -120,9 +184,9 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         limits,
         origins: origins(args, development),
         auth,
-        broker: broker.clone(),
-        history: broker,
-        presence,
+        broker: seams.broker,
+        history: seams.history,
+        presence: seams.presence,
         activity,
         database,
         ephemeral_prefixes: args
@@ -134,7 +198,18 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             .collect(),
     }));
     let fanout = tokio::spawn(crate::fanout::run(node.clone(), events_rx, presence_rx));
-    Ok((node, Background { fanout, writer }))
+    let resync = seams
+        .resync
+        .map(|rx| tokio::spawn(resync_loop(node.clone(), rx)));
+    Ok((
+        node,
+        Background {
+            fanout,
+            writer,
+            resync,
+            redis_presence: seams.redis_presence,
+        },
+    ))
 }
 
 /// A database URL without its password, for messages.

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Redis URL; when set, several nodes act as one hub.
     #[arg(long, env = "TEAMHUB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel: nodes of one cluster share it, and
+    /// several clusters (or test runs) can share one Redis with different ones.
+    #[arg(long, env = "TEAMHUB_REDIS_KEY_PREFIX", default_value = "teamhub")]
+    pub redis_key_prefix: String,
     /// Activity log, patterns and API keys: sqlite://... or postgres://...
     #[arg(
         long,

@@ -64,6 +64,14 @@ impl Running {
         self.node.start_drain();
     }
 
+    /// Stops the Redis presence refresh without leaving (tests use it to play a node
+    /// that died without a word).
+    pub fn stop_presence_refresh(&self) {
+        if let Some(p) = &self.background.redis_presence {
+            p.shutdown();
+        }
+    }
+
     /// Waits for a drain to be requested, then completes it: every session closed (1012),
     /// the HTTP server stopped, the activity log flushed.
     pub async fn wait(self) -> anyhow::Result<DrainReport> {
@@ -88,6 +96,12 @@ impl Running {
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
         self.background.fanout.abort();
+        if let Some(resync) = &self.background.resync {
+            resync.abort();
+        }
+        if let Some(presence) = &self.background.redis_presence {
+            presence.shutdown();
+        }
         let stats = self
             .background
             .writer

@@ -115,6 +115,14 @@ impl TestHub {
             .expect("drain succeeds")
     }
 
+    /// Stops this node's Redis presence refresh without leaving, as if it was killed.
+    pub fn stop_presence_refresh(&self) {
+        self.running
+            .as_ref()
+            .expect("running")
+            .stop_presence_refresh();
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(self.http("/metrics"))
             .await

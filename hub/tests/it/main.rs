@@ -6,6 +6,7 @@ mod harness;
 
 mod activity;
 mod bad_input;
+mod cluster;
 mod drain;
 mod frames;
 mod handshake;

@@ -1,0 +1,198 @@
+//! Cluster mode: several nodes sharing one Redis act as one hub.
+//!
+//! Each test starts in-process nodes on loopback ports with a unique key prefix, so
+//! tests share the Redis of `TEAMHUB_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`)
+//! without seeing each other. An unreachable Redis fails the test; nothing is skipped.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use teamhub_client::{Client, ConnectOptions};
+
+use crate::harness::*;
+
+fn redis_url() -> String {
+    std::env::var("TEAMHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `n` nodes of one cluster.
+async fn cluster(n: usize, extra: &[&str]) -> Vec<TestHub> {
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let url = redis_url();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let id = format!("node{i}");
+        let mut args = vec![
+            "--redis-url",
+            &url,
+            "--redis-key-prefix",
+            &prefix,
+            "--node-id",
+            &id,
+            "--rate-limit",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        nodes.push(TestHub::start_with(&args).await);
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn every_client_on_every_node_sees_one_gapless_order() {
+    let nodes = cluster(3, &[]).await;
+    let mut watchers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut w = node.connect(&format!("w{i}"), &[("t", "viewer")]).await;
+        w.join("t").await;
+        watchers.push(w);
+    }
+    // Concurrent publishers on every node.
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let opts = ConnectOptions::new(node.ws_url())
+            .token(node.token(&format!("p{i}"), &[("t", "editor")]));
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(opts).await.unwrap();
+            let mut offsets = Vec::new();
+            for k in 0..40 {
+                offsets.push(
+                    c.publish("t", "n", &json!({"p": i, "k": k}), false)
+                        .await
+                        .unwrap(),
+                );
+            }
+            offsets
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked.sort();
+    assert_eq!(
+        acked,
+        (1..=120).collect::<Vec<u64>>(),
+        "offsets are assigned once each, cluster-wide"
+    );
+    for w in &mut watchers {
+        let mut per_publisher: HashMap<u64, u64> = HashMap::new();
+        for expected in 1..=120 {
+            let m = w.expect_message().await;
+            assert_eq!(m.offset, expected, "in offset order, no gap, no duplicate");
+            // Each publisher's own messages arrive in the order it sent them.
+            let (p, k) = (m.data["p"].as_u64().unwrap(), m.data["k"].as_u64().unwrap());
+            let next = per_publisher.entry(p).or_default();
+            assert_eq!(k, *next);
+            *next += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_counts_connections_across_nodes() {
+    let nodes = cluster(3, &[]).await;
+    let mut watcher = nodes[2].connect("w", &[("t", "viewer")]).await;
+    watcher.join("t").await;
+    let mut a1 = nodes[0].connect("ann", &[("t", "viewer")]).await;
+    a1.join("t").await;
+    let d = watcher.expect_diff().await;
+    assert_eq!(d.joins[0].user.as_str(), "ann");
+    let mut a2 = nodes[1].connect("ann", &[("t", "viewer")]).await;
+    let reply = a2.join("t").await;
+    let ann = reply
+        .presence
+        .iter()
+        .find(|e| e.user.as_str() == "ann")
+        .unwrap();
+    assert_eq!(ann.conns, 2, "one connection on each of two nodes");
+    a1.conn.close().await.unwrap();
+    // Still online through node 1: ann stays, with one connection.
+    let token = nodes[0].token("v", &[("t", "viewer")]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let entries = presence(&nodes[2], &token).await;
+        let ann = entries
+            .iter()
+            .find(|e| e["user"] == "ann")
+            .expect("ann must not leave while a connection remains");
+        if ann["conns"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "conns never went down to 1"
+        );
+        tokio::task::yield_now().await;
+    }
+    a2.conn.close().await.unwrap();
+    let d = watcher.expect_diff().await;
+    assert_eq!((d.joins.len(), d.leaves.len()), (0, 1));
+    assert_eq!(d.leaves[0].user.as_str(), "ann");
+    // REST on any node agrees.
+    let users: Vec<_> = presence(&nodes[0], &token)
+        .await
+        .iter()
+        .map(|e| e["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["w"]);
+}
+
+async fn presence(node: &TestHub, token: &str) -> Vec<serde_json::Value> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(node.http("/api/v1/teams/t/presence"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["presence"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_after_a_drain() {
+    let mut nodes = cluster(2, &[]).await;
+    let mut publisher = nodes[1].connect("p", &[("t", "editor")]).await;
+    let mut sub = nodes[0].connect("s", &[("t", "viewer")]).await;
+    let joined = sub.join("t").await;
+    publisher.publish("t", "n", json!(1), false).await;
+    let seen = sub.expect_message().await.offset;
+    nodes[0].drain().await;
+    assert_eq!(sub.expect_close().await.0, Some(1012));
+    for i in 2..=4 {
+        publisher.publish("t", "n", json!(i), false).await;
+    }
+    let mut back = nodes[1].connect("s", &[("t", "viewer")]).await;
+    let r = back
+        .join_with(json!({"team": "t", "since": {"epoch": joined.epoch, "offset": seen}}))
+        .await;
+    assert!(
+        r.recovered,
+        "the history lives in Redis, not in the drained node"
+    );
+    assert_eq!(
+        r.missed.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_dies_without_a_word_has_its_users_leave() {
+    let nodes = cluster(2, &["--presence-ttl", "1"]).await;
+    let mut watcher = nodes[0].connect("w", &[("t", "viewer")]).await;
+    watcher.join("t").await;
+    let mut ghost = nodes[1].connect("ghost", &[("t", "viewer")]).await;
+    ghost.join("t").await;
+    assert_eq!(watcher.expect_diff().await.joins[0].user.as_str(), "ghost");
+    // Stop node 1's presence refresh without leaving, as a killed process would.
+    nodes[1].stop_presence_refresh();
+    let started = std::time::Instant::now();
+    let d = watcher.expect_diff().await;
+    assert_eq!(d.leaves[0].user.as_str(), "ghost");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "within two TTLs (plus a sweep period)"
+    );
+}
