@@ -308,6 +308,12 @@ impl TestClient {
         }
     }
 
+    /// A ping whose pong must be the very next frame: nothing else was queued.
+    pub async fn roundtrip_strict(&mut self) {
+        let id = self.send(ClientOp::Ping).await;
+        assert_eq!(self.next_frame().await, ServerFrame::Pong { id: Some(id) });
+    }
+
     /// A ping/pong round trip: the connection is alive and every frame sent before it
     /// was handled.
     pub async fn roundtrip(&mut self) {

@@ -227,3 +227,50 @@ fn bad_configuration_fails_fast_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_a_setting"));
 }
+
+#[tokio::test]
+async fn sigkill_of_a_cluster_node_takes_its_users_offline_within_two_ttls() {
+    let redis =
+        std::env::var("TEAMHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("proc-{}", uuid::Uuid::new_v4().simple());
+    let cluster = [
+        "--redis-url",
+        &redis,
+        "--redis-key-prefix",
+        &prefix,
+        "--presence-ttl",
+        "1",
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_serve(dir_a.path(), &cluster).await;
+    let mut b = spawn_serve(dir_b.path(), &cluster).await;
+    let url = |p: &Proc| format!("ws://127.0.0.1:{}/ws", p.port);
+    let token = |user: &str| token_with(user, &[("t", "editor")], |_| {});
+    let mut watcher = TestClient::connect(ConnectOptions::new(url(&a)).token(token("w"))).await;
+    watcher.join("t").await;
+    let mut ghost = TestClient::connect(ConnectOptions::new(url(&b)).token(token("ghost"))).await;
+    ghost.join("t").await;
+    assert_eq!(watcher.expect_diff().await.joins[0].user.as_str(), "ghost");
+    // Messages still cross from the surviving node's point of view before the kill.
+    ghost.publish("t", "n", serde_json::json!(1), false).await;
+    assert_eq!(watcher.expect_message().await.user.as_str(), "ghost");
+
+    let killed = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &b.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = b.child.wait();
+    let d = watcher.expect_diff().await;
+    assert_eq!((d.leaves.len(), d.leaves[0].user.as_str()), (1, "ghost"));
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "leave within two TTLs (+ a sweep period): {:?}",
+        killed.elapsed()
+    );
+    // Exactly one leave: the next frame after a ping is the pong.
+    watcher.roundtrip_strict().await;
+}
