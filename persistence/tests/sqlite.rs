@@ -61,16 +61,6 @@ async fn in_memory_database_passes_the_suite() {
 }
 
 #[tokio::test]
-async fn postgres_is_refused_clearly() {
-    match connect("postgres://teamhub:hunter2@db.example/teamhub").await {
-        Err(StoreError::InvalidUrl(message)) => {
-            assert_eq!(message, "postgres support is not built yet");
-        }
-        other => panic!("expected InvalidUrl, got {other:?}"),
-    }
-}
-
-#[tokio::test]
 async fn unknown_scheme_is_refused_without_echoing_credentials() {
     match connect("mysql://root:hunter2@db.example/teamhub").await {
         Err(err @ StoreError::InvalidUrl(_)) => {
