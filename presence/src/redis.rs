@@ -41,10 +41,12 @@
 //!
 //! Limits: an event published while the subscriber connection is down (it reconnects
 //! and resubscribes by itself) is lost for this node; its clients see the change only in
-//! their next snapshot. Redis losing its data (a restart without persistence) resets the
-//! teams' versions; the refresh loop re-joins this node's live connections, but clients
-//! that hold a snapshot with a higher version would drop the new, lower-numbered events
-//! until they join again.
+//! their next snapshot. Redis losing its data (a restart without persistence) loses who
+//! was online: the refresh loop re-joins this node's live connections (announced as
+//! joins), and versions restart from Redis time in microseconds, above any version seen
+//! before, so nodes do not drop the new events as old. Versions are therefore large,
+//! sparse numbers, unlike the in-process store's 1, 2, 3; only their order means
+//! anything.
 
 mod scripts;
 

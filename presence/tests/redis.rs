@@ -148,6 +148,8 @@ async fn two_nodes_share_one_view() {
     }
     let first = next(&mut ea, "a").await;
     assert_eq!(first.joins[0].user.as_str(), "xavier");
+    // Redis versions start from a clock reading (see the module docs); the model's from 0.
+    let base = first.version - 1;
     let v_both = next(&mut ea, "a").await;
     assert_eq!(v_both, next(&mut eb, "b").await, "b sees its own join too");
     let mut seen_a = vec![v_both.clone()];
@@ -156,7 +158,7 @@ async fn two_nodes_share_one_view() {
     // ann on both nodes, with meta: the most recent connection's meta wins.
     let c = a.join(&t, info("a", 2, "ann", Some("away"))).await.unwrap();
     let m = model.join(info("a", 2, "ann", Some("away")));
-    assert_eq!((c.version, &c.joined), (m.version, &m.joined));
+    assert_eq!((c.version - base, &c.joined), (m.version, &m.joined));
     seen_a.push(next(&mut ea, "a").await);
     seen_b.push(next(&mut eb, "b").await);
     let c = b.join(&t, info("b", 2, "ann", Some("busy"))).await.unwrap();
@@ -168,7 +170,7 @@ async fn two_nodes_share_one_view() {
     for store in [&a, &b] {
         let snap = store.snapshot(&t).await.unwrap();
         assert_eq!(snap.entries, model.entries(), "entries match TeamPresence");
-        assert_eq!(snap.version, model.version());
+        assert_eq!(snap.version - base, model.version());
         let ann = snap
             .entries
             .iter()
@@ -186,7 +188,7 @@ async fn two_nodes_share_one_view() {
     // The last one goes: one leave, seen by both.
     let c = b.leave(&t, &key("b", 2)).await.unwrap();
     let m = model.leave(&key("b", 2));
-    assert_eq!((c.version, &c.left), (m.version, &m.left));
+    assert_eq!((c.version - base, &c.left), (m.version, &m.left));
     seen_a.push(next(&mut ea, "a").await);
     seen_b.push(next(&mut eb, "b").await);
     assert_eq!(seen_a.last().unwrap().leaves[0].user.as_str(), "ann");
@@ -491,4 +493,46 @@ async fn a_node_resubscribes_after_losing_its_connections() {
     };
     assert_eq!(change.left.map(|e| e.user.to_string()), Some("ann".into()));
     assert_eq!(next(&mut eb, "b").await.leaves[0].user.as_str(), "ann");
+}
+
+/// Redis losing its data (a restart without persistence): the refresh joins the node's
+/// live connections again, with versions above every one seen before, so nodes that
+/// drop events numbered at or below what they have seen do not drop these.
+#[tokio::test]
+async fn versions_keep_increasing_after_redis_loses_the_team() {
+    let p = prefix("dataloss");
+    let (a, mut ea) = node(&p, "a", Duration::from_secs(300)).await;
+    let t = team("dataloss");
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    a.join(&t, info("a", 2, "bob", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    let before = next(&mut ea, "a").await.version;
+
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(":version")), "{keys:?}");
+    let _: u64 = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(a.snapshot(&t).await.unwrap().entries.is_empty());
+
+    a.maintain_once().await;
+    let mut rejoined = Vec::new();
+    for _ in 0..2 {
+        let ev = next(&mut ea, "a").await;
+        assert!(ev.version > before, "version {} after {before}", ev.version);
+        rejoined.push(ev.joins[0].user.to_string());
+    }
+    rejoined.sort();
+    assert_eq!(rejoined, ["ann", "bob"]);
+    let snap = a.snapshot(&t).await.unwrap();
+    assert_eq!(snap.entries.len(), 2);
+    assert!(snap.version > before);
 }

@@ -15,7 +15,7 @@
 //! | 4 `conn_exp` | sorted set | conn key -> expiry, in Redis-server milliseconds |
 //! | 5 `user_count` | hash | user id -> live connections of that user in the team |
 //! | 6 `user_name` | hash | user id -> display name (absent when the user has none) |
-//! | 7 `version` | string | the team's presence version (bumped on user-level changes only) |
+//! | 7 `version` | string | the team's presence version (bumped on user-level changes only; starts from Redis time in µs) |
 //! | 8 `seq` | string | the team's join sequence counter |
 //!
 //! A conn key is `"<conn>:<node>"` (the number first, so the first `:` splits it).
@@ -37,6 +37,19 @@ end
 
 local function version()
   return tonumber(redis.call('GET', K_VER) or '0')
+end
+
+-- Bumps the team's version. A missing counter (a new team, or Redis lost its data)
+-- starts from Redis time in microseconds, not 0, so versions keep increasing across a
+-- data loss (nodes drop events numbered at or below what they have seen) as long as a
+-- team averages under one change per microsecond. Built as a string: a Lua number
+-- would print in exponent notation.
+local function bump()
+  if redis.call('EXISTS', K_VER) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', K_VER, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  return redis.call('INCR', K_VER)
 end
 
 -- A presence entry as JSON; meta is raw JSON text or false/nil.
@@ -79,7 +92,7 @@ local function sweep(channel, team, now)
   for _, key in ipairs(expired) do
     local e = remove_conn(key)
     if e then
-      publish(channel, team, redis.call('INCR', K_VER), key, {}, {e})
+      publish(channel, team, bump(), key, {}, {e})
     end
   end
   return #expired
@@ -113,14 +126,14 @@ if prev then
   -- The same key for another user is a caller bug; treat it as leave + join.
   local e = remove_conn(key)
   if e then
-    redis.call('INCR', K_VER)
+    bump()
     leaves[1] = e
   end
 end
 store_conn()
 if redis.call('HINCRBY', K_COUNT, user, 1) == 1 then
   if has_name then redis.call('HSET', K_NAME, user, name) end
-  redis.call('INCR', K_VER)
+  bump()
   joins[1] = entry(user, 1, meta ~= '' and meta or nil)
 end
 local v = version()
@@ -133,7 +146,7 @@ const LEAVE: &str = r#"
 local channel, team, key = ARGV[1], ARGV[2], ARGV[3]
 local e = remove_conn(key)
 if not e then return {version(), ''} end
-local v = redis.call('INCR', K_VER)
+local v = bump()
 publish(channel, team, v, key, {}, {e})
 return {v, e}
 "#;
