@@ -196,3 +196,71 @@ async fn a_node_that_dies_without_a_word_has_its_users_leave() {
         "within two TTLs (plus a sweep period)"
     );
 }
+
+#[tokio::test]
+async fn a_redis_outage_is_unavailable_then_clients_resync() {
+    let mut redis = crate::redis_broker::PrivateRedis::start();
+    redis.wait_ready().await;
+    let url = redis.url();
+    let node = TestHub::start_with(&["--redis-url", &url, "--presence-ttl", "2"]).await;
+    let mut sub = node.connect("s", &[("t", "viewer")]).await;
+    let joined = sub.join("t").await;
+    let mut publisher = node.connect("p", &[("t", "editor")]).await;
+    for i in 1..=3 {
+        publisher.publish("t", "n", json!(i), false).await;
+    }
+    for expected in 1..=3 {
+        assert_eq!(sub.expect_message().await.offset, expected);
+    }
+
+    redis.stop();
+    // While Redis is down: publishes are refused as `unavailable`, never dropped silently,
+    // and the node is not ready.
+    let id = publisher
+        .send(TestClient::publish_op("t", "n", json!("lost?"), false))
+        .await;
+    publisher
+        .expect_error(Some(id), teamhub_protocol::ErrorCode::Unavailable)
+        .await;
+    assert_eq!(
+        reqwest::get(node.http("/readyz")).await.unwrap().status(),
+        503
+    );
+
+    // Redis comes back empty: the team's history (and so its epoch) is gone. Connected
+    // clients are told to resynchronise (1012) and learn their `since` cannot be honoured.
+    redis.spawn();
+    redis.wait_ready().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        // The first publish after the restart creates the new epoch and is what the
+        // node's subscriber notices; retry until the node's pool has reconnected.
+        let id = publisher
+            .send(TestClient::publish_op("t", "n", json!("after"), false))
+            .await;
+        match publisher.next_frame().await {
+            teamhub_protocol::ServerFrame::Reply(r) if r.id == Some(id) => break id,
+            teamhub_protocol::ServerFrame::Error(e)
+                if e.code == teamhub_protocol::ErrorCode::Unavailable =>
+            {
+                continue;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(id > 0);
+    assert_eq!(sub.expect_close().await.0, Some(1012));
+    assert_eq!(
+        reqwest::get(node.http("/readyz")).await.unwrap().status(),
+        200
+    );
+    let mut back = node.connect("s", &[("t", "viewer")]).await;
+    let r = back
+        .join_with(json!({"team": "t", "since": {"epoch": joined.epoch, "offset": 3}}))
+        .await;
+    assert!(
+        !r.recovered && r.missed.is_empty(),
+        "history from before the loss is never passed off as current"
+    );
+    assert_ne!(r.epoch, joined.epoch);
+}

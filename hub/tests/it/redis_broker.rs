@@ -160,13 +160,13 @@ async fn history_forgets_messages_older_than_the_age_limit() {
 }
 
 /// A `redis-server` of our own on a free loopback port, stopped on drop.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -176,11 +176,11 @@ impl PrivateRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -191,7 +191,7 @@ impl PrivateRedis {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -199,7 +199,7 @@ impl PrivateRedis {
     }
 
     /// Waits until the server answers PING.
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
