@@ -243,7 +243,11 @@ async fn a_redis_outage_is_unavailable_then_clients_resync() {
             teamhub_protocol::ServerFrame::Error(e)
                 if e.code == teamhub_protocol::ErrorCode::Unavailable =>
             {
-                continue;
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the node never reconnected to Redis"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await; // polling interval
             }
             other => panic!("{other:?}"),
         }
