@@ -16,12 +16,14 @@
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
 //! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
 //!   Postgres' own types).
+//! - `spill`: the writer's local overflow file (NDJSON), used when its queue is full.
 //! - [`conformance`]: the contract as runnable checks every backend must pass.
 
 pub mod activity;
 pub mod conformance;
 mod error;
 mod postgres;
+mod spill;
 mod sqlite;
 mod timestamp;
 pub mod writer;

@@ -9,27 +9,58 @@
 //! Delivery: an event that entered the queue is written exactly once as far as the table
 //! is concerned. A failed write is retried with the *same* batch (same ids) with
 //! exponential backoff until it succeeds, and sinks are idempotent by id, so a write that
-//! landed but reported a failure (a timeout) does not duplicate rows. Three things lose
-//! events, both counted in `teamhub_activity_dropped_total` and logged (at most once a
-//! second, with the number of drops not logged):
-//! - `reason="queue_full"`: the queue is full because the database is slower than the
-//!   hub, or down for longer than the queue covers. Dropping keeps the hub serving; the
-//!   alternative, making connections wait, would turn a database outage into a chat outage.
+//! landed but reported a failure (a timeout) does not duplicate rows.
+//!
+//! Overflow: when the queue is full (the database is slower than the hub, or down for
+//! longer than the queue covers) and [`WriterConfig::spill_path`] is set, `record`
+//! appends the event to that local file instead (NDJSON, one `write(2)` per event, see
+//! the `spill` module). The task replays the file into the sink once the sink is healthy
+//! again (after a successful write, interleaved with the queue, or whenever the queue is
+//! empty), with the events' own ids, so a replay never duplicates a row. A clean shutdown
+//! writes the queue, then the whole spill, and removes the file. Making connections wait
+//! instead would turn a database outage into a chat outage.
+//!
+//! These lose events, each counted in `teamhub_activity_dropped_total` and logged (at
+//! most once a second, with the number of drops not logged):
+//! - `reason="queue_full"`: the queue is full and no spill file is configured.
+//! - `reason="spill_full"`: the queue is full and so is the spill file
+//!   ([`WriterConfig::spill_max_bytes`]); `teamhub_activity_spill_bytes` shows it at
+//!   its bound.
+//! - `reason="spill_failed"`: the queue is full and appending to the spill file failed
+//!   (disk full, missing directory, permissions).
+//! - `reason="spill_corrupt"`: a line of the spill file did not decode at replay (a
+//!   line cut short when a previous process was killed mid-append).
 //! - `reason="closed"`: `record` after [`WriterTask::shutdown`] began.
 //! - `reason="rejected"`: the sink refused an event as unstorable
 //!   ([`StoreError::Rejected`]). The batch is then retried one event at a time so only
 //!   the offending events are set aside.
 //!
+//! What a kill loses. On `SIGKILL` (or a panic that aborts, or the OOM killer) nothing
+//! runs, so everything only in memory is gone: the events in the queue, the batch being
+//! collected, and the batch being written unless its transaction had committed. With
+//! the default queue of 65,536 events, that can be tens of thousands of events; a
+//! smaller `queue_capacity` with a spill file loses less (only what was queued) at the
+//! cost of more file I/O under load. Events already appended to the spill file survive
+//! a process kill (they are in the OS page cache) and are replayed by the next writer
+//! started with the same `spill_path`; they do not survive an OS crash or power loss
+//! (no `fsync`). A line being appended at the moment of the kill is lost
+//! (`spill_corrupt`). Lines replayed but not yet truncated are replayed again after a
+//! restart, which adds no rows (ids). The same holds when `shutdown`'s deadline passes:
+//! the queue's remainder is lost, the spill file stays for the next start.
+//!
 //! Shutdown does not wait for the (many) `ActivityWriter` clones to be dropped: it flips
 //! a shared flag that turns every clone into a counting no-op, closes the queue, and the
 //! task drains what was already queued.
 //!
-//! Metrics: gauge `teamhub_activity_queue_depth`, histogram
-//! `teamhub_activity_batch_seconds` (every write attempt, label `outcome` = `ok`/`error`),
-//! counters `teamhub_activity_rows_total` (events written), `teamhub_activity_dropped_total`
-//! (label `reason`) and `teamhub_activity_write_errors_total` (failed write attempts).
+//! Metrics: gauges `teamhub_activity_queue_depth` and `teamhub_activity_spill_bytes`,
+//! histogram `teamhub_activity_batch_seconds` (every write attempt, label `outcome` =
+//! `ok`/`error`), counters `teamhub_activity_rows_total` (events written),
+//! `teamhub_activity_spilled_total` (events sent to the spill file),
+//! `teamhub_activity_dropped_total` (label `reason`) and
+//! `teamhub_activity_write_errors_total` (failed write attempts).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +72,7 @@ use tokio::time::Instant;
 
 use crate::activity::{ActivityEvent, ActivitySink};
 use crate::error::StoreError;
+use crate::spill::{AppendError, Spill};
 
 /// Names of the metrics this module emits, for dashboards and `describe_*` calls.
 pub mod metric {
@@ -50,8 +82,13 @@ pub mod metric {
     pub const BATCH_SECONDS: &str = "teamhub_activity_batch_seconds";
     /// Counter: events written to the sink.
     pub const ROWS: &str = "teamhub_activity_rows_total";
-    /// Counter: events lost, label `reason` (`queue_full`, `closed`, `rejected`).
+    /// Counter: events lost, label `reason` (`queue_full`, `spill_full`, `spill_failed`,
+    /// `spill_corrupt`, `closed`, `rejected`).
     pub const DROPPED: &str = "teamhub_activity_dropped_total";
+    /// Counter: events appended to the spill file because the queue was full.
+    pub const SPILLED: &str = "teamhub_activity_spilled_total";
+    /// Gauge: bytes in the spill file (at `spill_max_bytes`, further overflow is lost).
+    pub const SPILL_BYTES: &str = "teamhub_activity_spill_bytes";
     /// Counter: failed `write_batch` attempts (each is retried).
     pub const WRITE_ERRORS: &str = "teamhub_activity_write_errors_total";
 }
@@ -68,7 +105,16 @@ pub fn describe_metrics() {
     metrics::describe_counter!(metric::ROWS, "Activity events written to the store");
     metrics::describe_counter!(
         metric::DROPPED,
-        "Activity events lost (queue full, writer closed, or rejected by the store)"
+        "Activity events lost (queue and spill full, writer closed, or rejected by the store)"
+    );
+    metrics::describe_counter!(
+        metric::SPILLED,
+        "Activity events sent to the local spill file because the queue was full"
+    );
+    metrics::describe_gauge!(
+        metric::SPILL_BYTES,
+        metrics::Unit::Bytes,
+        "Size of the activity spill file"
     );
     metrics::describe_counter!(
         metric::WRITE_ERRORS,
@@ -80,9 +126,10 @@ pub fn describe_metrics() {
 /// messages a second.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Events the queue holds before `record` starts dropping (at least 1). At the
-    /// default 65,536 and 1 KiB per event that is ~64 MiB, and several seconds of a
-    /// database outage at high load.
+    /// Events the queue holds before `record` spills (or, without a spill file, drops);
+    /// at least 1. At the default 65,536 and 1 KiB per event that is ~64 MiB, and
+    /// several seconds of a database outage at high load. All of it is lost if the
+    /// process is killed (module docs).
     pub queue_capacity: usize,
     /// Most events per `write_batch` call (at least 1).
     pub max_batch: usize,
@@ -91,6 +138,12 @@ pub struct WriterConfig {
     /// Cap of the exponential backoff between retries of a failed batch (which starts at
     /// 50 ms, or this cap if smaller).
     pub retry_max_backoff: Duration,
+    /// Local file that takes the overflow of a full queue (NDJSON, append-only), or
+    /// `None` to drop it. Its directory must exist. One writer per path. A file left by
+    /// an earlier process is replayed at start.
+    pub spill_path: Option<PathBuf>,
+    /// Largest size of the spill file; overflow beyond it is dropped (`spill_full`).
+    pub spill_max_bytes: u64,
 }
 
 impl Default for WriterConfig {
@@ -100,6 +153,8 @@ impl Default for WriterConfig {
             max_batch: 512,
             max_delay: Duration::from_millis(50),
             retry_max_backoff: Duration::from_secs(5),
+            spill_path: None,
+            spill_max_bytes: 1 << 30,
         }
     }
 }
@@ -117,12 +172,16 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 pub struct WriterStats {
     /// Events the sink confirmed.
     pub written: u64,
-    /// Events lost for any reason (queue full, after close, rejected).
+    /// Events lost for any reason (queue and spill full, after close, rejected, ...).
     pub dropped: u64,
     /// Of `dropped`, events the sink rejected as unstorable.
     pub rejected: u64,
     /// Failed write attempts (each was retried).
     pub write_errors: u64,
+    /// Events that went to the spill file because the queue was full.
+    pub spilled: u64,
+    /// Events found in a spill file left by an earlier process, at start.
+    pub recovered: u64,
 }
 
 /// Why [`WriterTask::shutdown`] could not confirm that every queued event was written.
@@ -143,6 +202,9 @@ pub enum WriterError {
 #[derive(Debug, Clone, Copy)]
 enum DropReason {
     QueueFull,
+    SpillFull,
+    SpillFailed,
+    SpillCorrupt,
     Closed,
     Rejected,
 }
@@ -151,6 +213,9 @@ impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
+            DropReason::SpillFull => "spill_full",
+            DropReason::SpillFailed => "spill_failed",
+            DropReason::SpillCorrupt => "spill_corrupt",
             DropReason::Closed => "closed",
             DropReason::Rejected => "rejected",
         }
@@ -171,6 +236,12 @@ struct Shared {
     rejected: AtomicU64,
     /// Failed write attempts.
     write_errors: AtomicU64,
+    /// Events appended to the spill file.
+    spilled: AtomicU64,
+    /// Events found in the spill file at start.
+    recovered: AtomicU64,
+    /// Accepted events that can no longer be written (unreadable spill lines).
+    lost: AtomicU64,
     /// Rate limit of the drop log line: `std` time, as `record` may run outside Tokio.
     log_epoch: std::time::Instant,
     next_drop_log_ms: AtomicU64,
@@ -186,6 +257,9 @@ impl Shared {
             dropped: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             log_epoch: std::time::Instant::now(),
             next_drop_log_ms: AtomicU64::new(0),
             drops_not_logged: AtomicU64::new(0),
@@ -198,12 +272,17 @@ impl Shared {
             dropped: self.dropped.load(Ordering::Acquire),
             rejected: self.rejected.load(Ordering::Acquire),
             write_errors: self.write_errors.load(Ordering::Acquire),
+            spilled: self.spilled.load(Ordering::Acquire),
+            recovered: self.recovered.load(Ordering::Acquire),
         }
     }
 
-    /// Accepted events that were neither written nor rejected.
+    /// Accepted events (queued, spilled or recovered) that were neither written nor
+    /// rejected nor lost.
     fn unwritten(&self) -> u64 {
-        let done = self.written.load(Ordering::Acquire) + self.rejected.load(Ordering::Acquire);
+        let done = self.written.load(Ordering::Acquire)
+            + self.rejected.load(Ordering::Acquire)
+            + self.lost.load(Ordering::Acquire);
         self.accepted.load(Ordering::Acquire).saturating_sub(done)
     }
 
@@ -238,6 +317,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct ActivityWriter {
     tx: mpsc::Sender<ActivityEvent>,
+    spill: Option<Arc<Spill>>,
     shared: Arc<Shared>,
 }
 
@@ -251,10 +331,13 @@ impl std::fmt::Debug for ActivityWriter {
 }
 
 impl ActivityWriter {
-    /// Queues `event` for writing. Never blocks and never awaits, so it is safe on any
-    /// hot path (and outside a runtime). When the queue is full, or the writer is shut
-    /// down, the event is dropped: counted in `teamhub_activity_dropped_total` and
-    /// logged, rate-limited. See the module docs for why dropping beats waiting.
+    /// Queues `event` for writing. Never awaits, so it is safe on any hot path (and
+    /// outside a runtime). When the queue is full and a spill file is configured, the
+    /// event is appended to it: one `write(2)` to a local file, under a mutex shared with
+    /// other callers that spill at the same moment (no `fsync`). Otherwise, or when the
+    /// spill is full or the writer is shut down, the event is dropped: counted in
+    /// `teamhub_activity_dropped_total` and logged, rate-limited. See the module docs for
+    /// why this beats waiting.
     pub fn record(&self, event: ActivityEvent) {
         if self.shared.closed.load(Ordering::Acquire) {
             self.shared.note_drop(DropReason::Closed, 1);
@@ -263,14 +346,34 @@ impl ActivityWriter {
         // Count before sending, so `accepted` never lags an event the task could
         // already have written.
         self.shared.accepted.fetch_add(1, Ordering::AcqRel);
-        if let Err(err) = self.tx.try_send(event) {
-            self.shared.accepted.fetch_sub(1, Ordering::AcqRel);
-            let reason = match err {
-                mpsc::error::TrySendError::Full(_) => DropReason::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => DropReason::Closed,
-            };
-            self.shared.note_drop(reason, 1);
-        }
+        let reason = match self.tx.try_send(event) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Closed,
+            Err(mpsc::error::TrySendError::Full(event)) => match &self.spill {
+                None => DropReason::QueueFull,
+                // Still counted as accepted: the task replays it.
+                Some(spill) => match spill.append(&event) {
+                    Ok(()) => {
+                        self.shared.spilled.fetch_add(1, Ordering::AcqRel);
+                        metrics::counter!(metric::SPILLED).increment(1);
+                        metrics::gauge!(metric::SPILL_BYTES).set(spill.bytes() as f64);
+                        return;
+                    }
+                    Err(AppendError::Full) => DropReason::SpillFull,
+                    Err(AppendError::Closed) => DropReason::Closed,
+                    Err(AppendError::Io(e)) => {
+                        tracing::error!(
+                            path = %spill.path().display(),
+                            error = %e,
+                            "cannot append to the activity spill file"
+                        );
+                        DropReason::SpillFailed
+                    }
+                },
+            },
+        };
+        self.shared.accepted.fetch_sub(1, Ordering::AcqRel);
+        self.shared.note_drop(reason, 1);
     }
 
     /// Events dropped so far, all reasons (also after shutdown).
@@ -302,7 +405,10 @@ impl std::fmt::Debug for WriterTask {
     }
 }
 
-/// Starts the writer task on the current Tokio runtime.
+/// Starts the writer task on the current Tokio runtime. With a `spill_path`, first
+/// opens a spill file an earlier process left there (blocking: it counts its lines), so
+/// its events are replayed. If that file cannot be read, the writer runs without a
+/// spill (logged as an error; the file is left alone).
 ///
 /// # Panics
 /// Outside a Tokio runtime (like `tokio::spawn`).
@@ -313,7 +419,33 @@ pub fn spawn_writer(
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let (deadline_tx, deadline_rx) = watch::channel(None);
     let shared = Arc::new(Shared::new());
+    let spill = config.spill_path.as_deref().and_then(|path| {
+        match Spill::open(path, config.spill_max_bytes) {
+            Ok((spill, recovered)) => {
+                if recovered > 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        events = recovered,
+                        "activity spill file from an earlier run found; replaying it"
+                    );
+                }
+                shared.recovered.store(recovered, Ordering::Release);
+                shared.accepted.store(recovered, Ordering::Release);
+                metrics::gauge!(metric::SPILL_BYTES).set(spill.bytes() as f64);
+                Some(Arc::new(spill))
+            }
+            Err(e) => {
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot open the activity spill file; a full queue will drop events"
+                );
+                None
+            }
+        }
+    });
     let task = Task {
+        spill: spill.clone(),
         rx,
         sink,
         max_batch: config.max_batch.max(1),
@@ -326,6 +458,7 @@ pub fn spawn_writer(
     (
         ActivityWriter {
             tx,
+            spill,
             shared: shared.clone(),
         },
         WriterTask {
@@ -338,9 +471,10 @@ pub fn spawn_writer(
 
 impl WriterTask {
     /// Stops accepting (every `ActivityWriter` clone becomes a no-op that counts drops),
-    /// writes everything already queued, and returns once it is all in the sink. Failed
-    /// writes keep being retried until `deadline`; if it passes first, the error says
-    /// how many accepted events were not confirmed.
+    /// writes everything already queued, then replays the whole spill file and removes
+    /// it, and returns once it is all in the sink. Failed writes keep being retried until
+    /// `deadline`; if it passes first, the error says how many accepted events were not
+    /// confirmed (the spill file, if any, stays for the next start).
     pub async fn shutdown(self, deadline: Duration) -> Result<WriterStats, WriterError> {
         self.shared.closed.store(true, Ordering::Release);
         let now = Instant::now();
@@ -371,6 +505,8 @@ impl WriterTask {
 /// The background task: the only consumer of the queue.
 struct Task {
     rx: mpsc::Receiver<ActivityEvent>,
+    /// Overflow of the queue, replayed by this task.
+    spill: Option<Arc<Spill>>,
     sink: Arc<dyn ActivitySink>,
     max_batch: usize,
     max_delay: Duration,
@@ -415,10 +551,16 @@ impl Task {
 
         // Running: batch by size or age until shutdown begins or every writer is gone.
         loop {
+            let spill_pending = self.spill.as_ref().is_some_and(|s| s.pending());
             tokio::select! {
                 biased;
                 () = shutdown_begun(&mut self.deadline_rx) => break,
                 n = self.rx.recv_many(&mut batch, self.max_batch) => if n == 0 { break },
+                // The queue is empty: time to replay spilled events.
+                () = std::future::ready(()), if spill_pending => {
+                    self.replay_chunk().await?;
+                    continue;
+                }
             }
             let flush_at = Instant::now() + self.max_delay;
             while batch.len() < self.max_batch {
@@ -432,6 +574,9 @@ impl Task {
                 }
             }
             self.write(&mut batch).await?;
+            // The sink is healthy (that write succeeded): replay one chunk of the spill
+            // per batch from the queue, so a busy queue cannot starve it.
+            self.replay_chunk().await?;
         }
 
         // Draining: refuse new events (a `record` that raced past the closed flag now
@@ -440,6 +585,77 @@ impl Task {
         while self.rx.recv_many(&mut batch, self.max_batch).await > 0 {
             self.write(&mut batch).await?;
         }
+        // Then the spill, until it is empty and closed (a `record` that saw a full queue
+        // just before the queue closed may still append; `finish` refuses only when
+        // nothing is left to replay, and later appends are counted drops).
+        if let Some(spill) = self.spill.clone() {
+            loop {
+                while spill.pending() {
+                    self.replay_chunk().await?;
+                }
+                match spill.finish() {
+                    Ok(true) => break,
+                    Ok(false) => continue,
+                    Err(e) => {
+                        // Every event is written; only the empty file stays behind.
+                        tracing::error!(
+                            path = %spill.path().display(),
+                            error = %e,
+                            "cannot remove the drained activity spill file"
+                        );
+                        break;
+                    }
+                }
+            }
+            metrics::gauge!(metric::SPILL_BYTES).set(0.0);
+        }
+        Ok(())
+    }
+
+    /// Writes the next chunk (up to `max_batch` events) of the spill file to the sink,
+    /// with the same retries as a batch from the queue, then marks it replayed. A no-op
+    /// without a spill or with nothing to replay.
+    async fn replay_chunk(&mut self) -> Result<(), DeadlinePassed> {
+        let Some(spill) = self.spill.clone() else {
+            return Ok(());
+        };
+        if !spill.pending() {
+            return Ok(());
+        }
+        // Blocking file I/O of at most max_batch lines, in this background task only.
+        let chunk = match spill.read_chunk(self.max_batch) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::error!(
+                    path = %spill.path().display(),
+                    error = %e,
+                    retry_in_ms = self.max_backoff.as_millis() as u64,
+                    "cannot read the activity spill file; retrying"
+                );
+                until_deadline(&mut self.deadline_rx, tokio::time::sleep(self.max_backoff))
+                    .await
+                    .ok_or(DeadlinePassed)?;
+                return Ok(());
+            }
+        };
+        if chunk.corrupt > 0 {
+            self.shared.lost.fetch_add(chunk.corrupt, Ordering::AcqRel);
+            self.shared
+                .note_drop(DropReason::SpillCorrupt, chunk.corrupt);
+        }
+        let mut events = chunk.events;
+        if !events.is_empty() {
+            self.write(&mut events).await?;
+        }
+        if let Err(e) = spill.consumed(chunk.end) {
+            // Only the truncation failed; the file keeps growing until the next one.
+            tracing::warn!(
+                path = %spill.path().display(),
+                error = %e,
+                "cannot truncate the replayed activity spill file"
+            );
+        }
+        metrics::gauge!(metric::SPILL_BYTES).set(spill.bytes() as f64);
         Ok(())
     }
 

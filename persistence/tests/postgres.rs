@@ -357,11 +357,15 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     const PER_ROUND: usize = 200;
     let test = TestDb::new().await;
     let team = TeamId::new(&format!("broken-{}", Uuid::new_v4().simple())).unwrap();
+    let spill_dir = tempfile::tempdir().unwrap();
     let config = WriterConfig {
-        queue_capacity: 100_000,
+        queue_capacity: 64,
         max_batch: 50,
         max_delay: Duration::from_millis(5),
         retry_max_backoff: Duration::from_millis(50),
+        // A small queue, so the overflow goes through the spill file too.
+        spill_path: Some(spill_dir.path().join("activity-spill.ndjson")),
+        spill_max_bytes: 64 << 20,
     };
     let (writer, task) = spawn_writer(test.db.activity_sink(), config);
 
@@ -396,6 +400,10 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     eprintln!("terminated {terminated} connections; writer stats {stats:?}");
     assert_eq!(stats.written as usize, recorded.len());
     assert_eq!(stats.dropped, 0);
+    assert!(
+        !spill_dir.path().join("activity-spill.ndjson").exists(),
+        "spill file left behind after shutdown"
+    );
 
     let rows = test
         .db

@@ -3,6 +3,7 @@
 //! waiting on conditions (with timeouts), never by sleeping.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,8 @@ fn config(max_batch: usize) -> WriterConfig {
         max_batch,
         max_delay: Duration::from_millis(20),
         retry_max_backoff: Duration::from_millis(5),
+        spill_path: None,
+        spill_max_bytes: 1 << 20,
     }
 }
 
@@ -237,7 +240,9 @@ async fn every_recorded_event_is_written_exactly_once() {
             written: 2000,
             dropped: 0,
             rejected: 0,
-            write_errors: 0
+            write_errors: 0,
+            spilled: 0,
+            recovered: 0,
         }
     );
     assert_eq!(sink.log.written_once(), recorded);
@@ -468,4 +473,198 @@ async fn shutdown_returns_when_every_writer_is_already_gone() {
     drop(writer);
     let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
     assert_eq!(stats.written, 1);
+}
+
+/// Fails every call with `Unavailable` while `down` is set (a database outage), and
+/// publishes how many calls it has seen.
+struct OutageSink {
+    inner: Arc<MemorySink>,
+    down: AtomicBool,
+    calls: watch::Sender<usize>,
+    log: CallLog,
+}
+
+impl OutageSink {
+    fn new(inner: Arc<MemorySink>, down: bool) -> Arc<Self> {
+        Arc::new(OutageSink {
+            inner,
+            down: AtomicBool::new(down),
+            calls: watch::channel(0).0,
+            log: CallLog::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ActivitySink for OutageSink {
+    async fn write_batch(&self, events: &[ActivityEvent]) -> Result<(), StoreError> {
+        self.calls.send_modify(|n| *n += 1);
+        if self.down.load(Ordering::SeqCst) {
+            self.log.push(events, false);
+            return Err(StoreError::Unavailable("database is down".into()));
+        }
+        self.inner.write_batch(events).await?;
+        self.log.push(events, true);
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn spill_config(dir: &tempfile::TempDir) -> WriterConfig {
+    WriterConfig {
+        queue_capacity: 4,
+        max_batch: 8,
+        spill_path: Some(dir.path().join("activity-spill.ndjson")),
+        ..config(8)
+    }
+}
+
+#[tokio::test]
+async fn outage_overflow_spills_and_is_replayed_once_the_sink_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spill_config(&dir);
+    let path = config.spill_path.clone().unwrap();
+    let memory = MemorySink::new();
+    let sink = OutageSink::new(memory.clone(), true);
+    let (writer, task) = spawn_writer(sink.clone(), config);
+
+    // The database is down: the task holds the first event and keeps retrying it.
+    let mut recorded = HashSet::new();
+    let first = event(&team(), 0);
+    recorded.insert(first.id);
+    writer.record(first);
+    let mut calls = sink.calls.subscribe();
+    within("a failed write", calls.wait_for(|n| *n >= 1))
+        .await
+        .unwrap();
+
+    // 4 events fit in the queue; the other 96 go to the spill file, none is dropped.
+    for i in 1..=100 {
+        let e = event(&team(), i);
+        recorded.insert(e.id);
+        writer.record(e);
+    }
+    assert_eq!(writer.dropped(), 0);
+    let spilled = std::fs::read_to_string(&path).expect("spill file written");
+    assert_eq!(spilled.lines().count(), 96);
+
+    // The database comes back: everything arrives without a shutdown forcing it.
+    sink.down.store(false, Ordering::SeqCst);
+    memory.wait_for_rows(101).await;
+
+    let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
+    assert_eq!(stats.written, 101);
+    assert_eq!(stats.spilled, 96);
+    assert_eq!(stats.dropped, 0);
+    assert!(stats.write_errors >= 1, "{stats:?}");
+    assert_eq!(sink.log.written_once(), recorded);
+    assert_eq!(memory.ids(), recorded);
+    assert!(!path.exists(), "spill file left behind after shutdown");
+}
+
+#[tokio::test]
+async fn failing_sink_and_tiny_queue_lose_nothing_and_leave_no_spill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spill_config(&dir);
+    let path = config.spill_path.clone().unwrap();
+    let memory = MemorySink::new();
+    // Fails its first 7 calls; 0, 2 and 4 land anyway (an acknowledgement lost).
+    let sink = Arc::new(FlakySink {
+        inner: memory.clone(),
+        failures: 7,
+        calls: AtomicUsize::new(0),
+        log: CallLog::default(),
+    });
+    let (writer, task) = spawn_writer(sink.clone(), config);
+    let mut recorded = HashSet::new();
+    for i in 0..500 {
+        let e = event(&team(), i);
+        recorded.insert(e.id);
+        writer.record(e);
+        if i % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(writer.dropped(), 0);
+    assert!(path.exists(), "the overflow went to the spill file");
+
+    let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
+    assert_eq!(stats.written, 500);
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(stats.write_errors, 7);
+    assert!(stats.spilled > 0, "{stats:?}");
+    assert_eq!(sink.log.written_once(), recorded);
+    assert_eq!(memory.ids(), recorded);
+    assert!(!path.exists(), "spill file left behind after shutdown");
+}
+
+#[tokio::test]
+async fn spill_left_by_an_earlier_run_is_replayed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spill_config(&dir);
+    let path = config.spill_path.clone().unwrap();
+
+    // First run: the database never comes back and shutdown gives up.
+    let down = OutageSink::new(MemorySink::new(), true);
+    let (writer, task) = spawn_writer(down.clone(), config.clone());
+    let mut recorded = HashSet::new();
+    for i in 0..50 {
+        let e = event(&team(), i);
+        recorded.insert(e.id);
+        writer.record(e);
+    }
+    match within("shutdown", task.shutdown(Duration::from_millis(100))).await {
+        Err(WriterError::DeadlineExceeded { unwritten, stats }) => {
+            assert_eq!(unwritten, 50);
+            assert_eq!(stats.spilled, 46, "{stats:?}");
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert!(path.exists(), "the spill must outlive a failed shutdown");
+
+    // Second run, same path, the database is back: the spilled events arrive.
+    let memory = MemorySink::new();
+    let (writer, task) = spawn_writer(memory.clone(), config);
+    memory.wait_for_rows(46).await;
+    drop(writer);
+    let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
+    assert_eq!(stats.recovered, 46);
+    assert_eq!(stats.written, 46);
+    let ids = memory.ids();
+    assert_eq!(ids.len(), 46);
+    assert!(ids.is_subset(&recorded));
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn full_spill_counts_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, memory, mut entered) = gated();
+    let config = WriterConfig {
+        queue_capacity: 1,
+        max_batch: 1,
+        // Room for about three lines.
+        spill_max_bytes: 1_000,
+        ..spill_config(&dir)
+    };
+    let path = config.spill_path.clone().unwrap();
+    let (writer, task) = spawn_writer(sink.clone(), config);
+    writer.record(event(&team(), 0));
+    assert_eq!(within("first write", entered.recv()).await, Some(1));
+    for i in 1..=20 {
+        writer.record(event(&team(), i));
+    }
+    let dropped = writer.dropped();
+    assert!(dropped > 0, "a full spill must drop");
+    assert!(std::fs::metadata(&path).unwrap().len() <= 1_000);
+
+    sink.gate.add_permits(1_000);
+    let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
+    assert_eq!(stats.dropped, dropped);
+    assert_eq!(stats.written + stats.dropped, 21, "{stats:?}");
+    assert_eq!(stats.spilled, 21 - 2 - dropped, "{stats:?}");
+    assert_eq!(memory.ids().len() as u64, stats.written);
+    assert!(!path.exists());
 }
