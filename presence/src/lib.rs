@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use teamhub_protocol::{PresenceEntry, TeamId, UserId};
 
 pub use memory::MemoryPresence;
-pub use redis::RedisPresence;
+pub use redis::{CATCH_UP_CONN, RedisPresence};
 pub use team::{Change, TeamPresence};
 
 /// Identifies one connection across the whole cluster: the node that holds it and a

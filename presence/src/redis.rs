@@ -39,9 +39,15 @@
 //!   did record it, it expires within the TTL: no connection stays online because a
 //!   call failed.
 //!
-//! Limits: an event published while the subscriber connection is down (it reconnects
-//! and resubscribes by itself) is lost for this node; its clients see the change only in
-//! their next snapshot. Redis losing its data (a restart without persistence) loses who
+//! - **Reconnection catches up.** The subscriber keeps, per hosted team, the users online
+//!   as of the last event (seeded by a snapshot when it subscribes). When its connection
+//!   breaks it reconnects, subscribes again, reads a snapshot and announces the
+//!   difference as one event numbered by the snapshot's version (origin
+//!   `<node>/`[`CATCH_UP_CONN`]); events at or below a version already forwarded are
+//!   dropped, so nothing is announced twice or out of order. Changes that cancel out
+//!   while disconnected (a leave and a rejoin) are not announced, like any snapshot.
+//!
+//! Limits: Redis losing its data (a restart without persistence) loses who
 //! was online: the refresh loop re-joins this node's live connections (announced as
 //! joins), and versions restart from Redis time in microseconds, above any version seen
 //! before, so nodes do not drop the new events as old. Versions are therefore large,
@@ -50,7 +56,7 @@
 
 mod scripts;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -61,7 +67,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use teamhub_protocol::{PresenceEntry, TeamId};
+use teamhub_protocol::{PresenceEntry, TeamId, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -363,23 +369,6 @@ impl Inner {
             }
         }
     }
-
-    fn forward(&self, msg: &::redis::Msg) {
-        let Ok(wire) = serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) else {
-            return;
-        };
-        let Some(event) = wire.into_event() else {
-            return;
-        };
-        {
-            let mut d = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
-            let v = d.entry(event.team.clone()).or_insert(0);
-            *v = (*v).max(event.version);
-        }
-        // A closed receiver means the node is shutting down; nobody is left to tell.
-        let _ = self.events.send(event);
-        self.delivered_tick.send_replace(());
-    }
 }
 
 impl RedisPresence {
@@ -434,7 +423,15 @@ impl RedisPresence {
             delivered_tick: watch::Sender::new(()),
             events,
         });
-        let subscriber = tokio::spawn(subscriber(inner.clone(), client, sink, stream, cmds));
+        let subscriber = tokio::spawn(
+            Subscriber {
+                inner: inner.clone(),
+                client,
+                sink,
+                teams: HashMap::new(),
+            }
+            .run(stream, cmds),
+        );
         let maintenance = tokio::spawn(maintain(inner.clone()));
         Ok(Self {
             inner,
@@ -582,59 +579,209 @@ fn remove_local(inner: &Inner, team: &TeamId, key: &ConnKey) {
     }
 }
 
-/// The subscriber task: forwards events in the order received and is the only one to
-/// change subscriptions, so they are changed one at a time.
-async fn subscriber(
+/// The connection number of catch-up events' `origin`: no real connection has it.
+pub const CATCH_UP_CONN: u64 = u64::MAX;
+
+/// What the subscriber task knows of a team it is subscribed to.
+#[derive(Default)]
+struct Subscribed {
+    /// The users online as of `version`, kept up to date from the events, so that after
+    /// a reconnection the task can announce what changed while it could not listen.
+    /// `None` until a snapshot has been read.
+    view: Option<(u64, BTreeMap<UserId, PresenceEntry>)>,
+    /// A snapshot is still needed (just (re)subscribed, and it has not succeeded yet).
+    stale: bool,
+}
+
+/// The subscriber task's state. It is the only one to change subscriptions, so they are
+/// changed one at a time, and it forwards events in the order Redis delivers them.
+struct Subscriber {
     inner: Arc<Inner>,
     client: ::redis::Client,
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
-    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
-) {
-    let mut subscribed: HashSet<TeamId> = HashSet::new();
-    loop {
-        tokio::select! {
-            // Messages first: whatever Redis already delivered goes out before a
-            // subscription changes.
-            biased;
-            msg = stream.next() => match msg {
-                Some(msg) => inner.forward(&msg),
-                None => {
-                    // The connection is gone: reconnect and subscribe again to every
-                    // team hosted now. Events published meanwhile are lost for this node.
-                    subscribed.clear();
-                    (sink, stream) = reconnect(&client).await;
-                    for team in inner.hosted_teams() {
-                        if sink.subscribe(inner.channel(&team)).await.is_ok() {
-                            subscribed.insert(team);
-                        }
+    sink: PubSubSink,
+    teams: HashMap<TeamId, Subscribed>,
+}
+
+impl Subscriber {
+    async fn run(mut self, mut stream: PubSubStream, mut cmds: mpsc::UnboundedReceiver<SubCmd>) {
+        loop {
+            tokio::select! {
+                // Messages first: whatever Redis already delivered goes out before a
+                // subscription changes.
+                biased;
+                msg = stream.next() => match msg {
+                    Some(msg) => self.forward(&msg),
+                    None => stream = self.reconnect().await,
+                },
+                cmd = cmds.recv() => {
+                    let Some(SubCmd { team, ack }) = cmd else { return };
+                    let result = self.sync(&team).await;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(result.map_err(|e| e.to_string()));
                     }
-                }
-            },
-            cmd = cmds.recv() => {
-                let Some(SubCmd { team, ack }) = cmd else { return };
-                let want = inner.hosts(&team);
-                let have = subscribed.contains(&team);
-                let result = if want && !have {
-                    sink.subscribe(inner.channel(&team)).await.map(|()| {
-                        subscribed.insert(team.clone());
-                    })
-                } else if !want && have {
-                    subscribed.remove(&team);
-                    inner
-                        .delivered
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&team);
-                    sink.unsubscribe(inner.channel(&team)).await
-                } else {
-                    Ok(())
-                };
-                if let Some(ack) = ack {
-                    let _ = ack.send(result.map_err(|e| e.to_string()));
                 }
             }
         }
+    }
+
+    /// Makes the subscription of `team` match whether this node hosts it now.
+    async fn sync(&mut self, team: &TeamId) -> Result<(), ::redis::RedisError> {
+        let want = self.inner.hosts(team);
+        match (want, self.teams.get(team).map(|t| t.stale)) {
+            (true, None) => {
+                self.sink.subscribe(self.inner.channel(team)).await?;
+                self.teams.insert(
+                    team.clone(),
+                    Subscribed {
+                        view: None,
+                        stale: true,
+                    },
+                );
+                // Failure leaves it stale, retried on the next sync; the subscription,
+                // which is what the caller waits for, is in place.
+                let _ = self.catch_up(team).await;
+            }
+            (true, Some(true)) => {
+                let _ = self.catch_up(team).await;
+            }
+            (false, Some(_)) => {
+                self.teams.remove(team);
+                self.inner
+                    .delivered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(team);
+                self.sink.unsubscribe(self.inner.channel(team)).await?;
+            }
+            (true, Some(false)) | (false, None) => {}
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, msg: &::redis::Msg) {
+        let Ok(wire) = serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) else {
+            return;
+        };
+        let Some(event) = wire.into_event() else {
+            return;
+        };
+        if let Some(Subscribed {
+            view: Some((version, view)),
+            ..
+        }) = self.teams.get_mut(&event.team)
+            && event.version > *version
+        {
+            *version = event.version;
+            for e in &event.leaves {
+                view.remove(&e.user);
+            }
+            for e in &event.joins {
+                view.insert(e.user.clone(), e.clone());
+            }
+        }
+        {
+            let mut d = self
+                .inner
+                .delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let v = d.entry(event.team.clone()).or_insert(0);
+            if event.version <= *v {
+                // Already covered by a catch-up event.
+                return;
+            }
+            *v = event.version;
+        }
+        self.emit(event);
+    }
+
+    fn emit(&self, event: PresenceEvent) {
+        // A closed receiver means the node is shutting down; nobody is left to tell.
+        let _ = self.inner.events.send(event);
+        self.inner.delivered_tick.send_replace(());
+    }
+
+    /// Reads the team's snapshot. The first one becomes the view; a later, newer one is
+    /// compared with the view and the difference announced as one event numbered by the
+    /// snapshot's version, with origin `<this node>/CATCH_UP_CONN`.
+    async fn catch_up(&mut self, team: &TeamId) -> Result<(), PresenceError> {
+        let snap = self.inner.run_snapshot(team).await?;
+        let Some(sub) = self.teams.get_mut(team) else {
+            return Ok(());
+        };
+        sub.stale = false;
+        let new: BTreeMap<UserId, PresenceEntry> = snap
+            .entries
+            .into_iter()
+            .map(|e| (e.user.clone(), e))
+            .collect();
+        let old = match sub.view.take() {
+            None => {
+                sub.view = Some((snap.version, new));
+                return Ok(());
+            }
+            Some((version, old)) if version >= snap.version => {
+                sub.view = Some((version, old));
+                return Ok(());
+            }
+            Some((_, old)) => old,
+        };
+        let joins: Vec<_> = new
+            .values()
+            .filter(|e| !old.contains_key(&e.user))
+            .cloned()
+            .collect();
+        let leaves: Vec<_> = old
+            .into_values()
+            .filter(|e| !new.contains_key(&e.user))
+            .map(|e| PresenceEntry {
+                conns: 0,
+                meta: None,
+                ..e
+            })
+            .collect();
+        sub.view = Some((snap.version, new));
+        let advanced = {
+            let mut d = self
+                .inner
+                .delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let v = d.entry(team.clone()).or_insert(0);
+            let advanced = snap.version > *v;
+            *v = (*v).max(snap.version);
+            advanced
+        };
+        if advanced && !(joins.is_empty() && leaves.is_empty()) {
+            self.emit(PresenceEvent {
+                team: team.clone(),
+                version: snap.version,
+                origin: ConnKey {
+                    node: self.inner.node.clone(),
+                    conn: CATCH_UP_CONN,
+                },
+                joins,
+                leaves,
+            });
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: reconnects, subscribes again to every team hosted now and
+    /// catches up on what happened meanwhile.
+    async fn reconnect(&mut self) -> PubSubStream {
+        let mut old = std::mem::take(&mut self.teams);
+        let (sink, stream) = reconnect(&self.client).await;
+        self.sink = sink;
+        for team in self.inner.hosted_teams() {
+            if self.sink.subscribe(self.inner.channel(&team)).await.is_ok() {
+                let mut sub = old.remove(&team).unwrap_or_default();
+                sub.stale = true;
+                self.teams.insert(team.clone(), sub);
+                let _ = self.catch_up(&team).await;
+            }
+        }
+        stream
     }
 }
 
@@ -701,6 +848,8 @@ async fn maintain_round(inner: &Inner) {
             }
         }
         let _ = inner.run_sweep(&team).await;
+        // Lets the subscriber retry a catch-up that failed.
+        inner.resync(&team);
     }
 }
 

@@ -391,6 +391,8 @@ async fn a_swept_live_connection_is_joined_again() {
 struct Proxy {
     url: String,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// While set, new connections are accepted and closed at once.
+    down: Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -404,10 +406,14 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
         let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accept = tokio::spawn({
-            let conns = conns.clone();
+            let (conns, down) = (conns.clone(), down.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // dropping `inbound` closes it
+                    }
                     let target = target.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
@@ -419,7 +425,16 @@ impl Proxy {
                 }
             }
         });
-        Self { url, conns, accept }
+        Self {
+            url,
+            conns,
+            down,
+            accept,
+        }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Drops every proxied connection; new ones are still accepted.
@@ -438,9 +453,11 @@ impl Drop for Proxy {
 }
 
 /// When its connections to Redis break, a node reconnects, subscribes again to the teams
-/// it hosts and goes on receiving their events; its commands work again.
+/// it hosts, announces what changed while it could not listen (one catch-up event,
+/// numbered by the snapshot it read) and goes on receiving events; its commands work
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_resubscribes_after_losing_its_connections() {
+async fn a_node_catches_up_after_losing_its_connections() {
     let p = prefix("reconnect");
     let proxy = Proxy::start().await;
     let (tx, mut ea) = unbounded_channel();
@@ -455,31 +472,32 @@ async fn a_node_resubscribes_after_losing_its_connections() {
     next(&mut ea, "a").await;
     next(&mut eb, "b").await;
 
+    // a is cut off; meanwhile carol joins and bob leaves, through b.
+    proxy.set_down(true);
     proxy.cut();
-
-    // Waits (bounded) until both nodes are subscribed to the team's channel again.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channel = format!("{p}:{{reconnect}}:events");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if subscribers == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a never resubscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
     b.join(&t, info("b", 2, "carol", None)).await.unwrap();
+    b.leave(&t, &key("b", 1)).await.unwrap();
+    next(&mut eb, "b").await;
+    let missed = next(&mut eb, "b").await.version;
+    proxy.set_down(false);
+
+    let caught_up = next(&mut ea, "a").await;
+    assert_eq!(caught_up.version, missed);
+    assert_eq!(caught_up.origin, key("a", teamhub_presence::CATCH_UP_CONN));
+    let joins: Vec<_> = caught_up.joins.iter().map(|e| e.user.as_str()).collect();
+    let leaves: Vec<_> = caught_up
+        .leaves
+        .iter()
+        .map(|e| (e.user.as_str(), e.conns))
+        .collect();
+    assert_eq!((joins, leaves), (vec!["carol"], vec![("bob", 0)]));
+
+    // Live again: b's next change reaches a as usual.
+    b.join(&t, info("b", 3, "dave", None)).await.unwrap();
     let ev = next(&mut ea, "a").await;
-    assert_eq!(ev.joins[0].user.as_str(), "carol");
+    assert_eq!(ev.joins[0].user.as_str(), "dave");
     assert_eq!(ev, next(&mut eb, "b").await);
+    assert_eq!(ev.version, missed + 1);
 
     // The pool's broken connections are replaced: a's own changes work and arrive.
     let mut attempts = 0;
@@ -492,7 +510,10 @@ async fn a_node_resubscribes_after_losing_its_connections() {
         }
     };
     assert_eq!(change.left.map(|e| e.user.to_string()), Some("ann".into()));
-    assert_eq!(next(&mut eb, "b").await.leaves[0].user.as_str(), "ann");
+    let left = next(&mut eb, "b").await;
+    assert_eq!(left.leaves[0].user.as_str(), "ann");
+    assert_eq!(next(&mut ea, "a").await, left, "a sees its own leave too");
+    assert_quiet(&mut ea, Duration::from_millis(200), "a").await;
 }
 
 /// Redis losing its data (a restart without persistence): the refresh joins the node's
