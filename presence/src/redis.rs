@@ -30,7 +30,6 @@
 //! - **Self-repair.** If this node could not refresh in time (a Redis outage longer than
 //!   the TTL) and its live connections were swept, the next refresh finds them missing
 //!   and joins them again (announced as joins, since the leaves were announced).
-//!
 //! - **Failures err towards "offline".** Redis unreachable gives
 //!   [`PresenceError::Unavailable`] and Redis is left as it was. A command that times out
 //!   may still have been applied; it is reported the same way and is safe to retry (joins
@@ -38,7 +37,6 @@
 //!   whose first join failed, or whose leave was asked for (failed or not), so if Redis
 //!   did record it, it expires within the TTL: no connection stays online because a
 //!   call failed.
-//!
 //! - **Reconnection catches up.** The subscriber keeps, per hosted team, the users online
 //!   as of the last event (seeded by a snapshot when it subscribes). When its connection
 //!   breaks it reconnects, subscribes again, reads a snapshot and announces the
@@ -128,7 +126,8 @@ struct Inner {
     local: Mutex<HashMap<TeamId, HashMap<ConnKey, LocalConn>>>,
     /// Requests to the subscriber task.
     subs: mpsc::UnboundedSender<SubCmd>,
-    /// Team -> highest version forwarded to the node, for `await_delivered`.
+    /// Team -> highest version forwarded to the node: what `await_delivered` waits for,
+    /// and the filter that drops events a catch-up already covered.
     delivered: Mutex<HashMap<TeamId, u64>>,
     /// Ticks on every forwarded event, to wake `await_delivered`.
     delivered_tick: watch::Sender<()>,
@@ -359,7 +358,8 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
         loop {
             tick.borrow_and_update();
-            if self.delivered(team) >= version {
+            // Delivered, or nobody left to deliver it (the store was shut down).
+            if self.delivered(team) >= version || self.subs.is_closed() {
                 return;
             }
             match tokio::time::timeout_at(deadline, tick.changed()).await {
@@ -376,7 +376,8 @@ impl RedisPresence {
     ///
     /// - `prefix` starts every key and channel name (one per cluster; tests use unique
     ///   ones to stay apart).
-    /// - `node` is this node's id (for diagnostics; connection keys carry their node).
+    /// - `node` is this node's id (the origin of its catch-up events; connection keys
+    ///   carry their own node).
     /// - `ttl` is how long a connection outlives its node's last refresh
     ///   (`--presence-ttl`); the node refreshes every TTL/3.
     /// - `events` receives every presence event of the teams this node hosts, in
@@ -446,7 +447,8 @@ impl RedisPresence {
 
     /// Stops the background tasks (refresh, sweep, subscriber) without leaving: a
     /// draining node leaves its connections first, then calls this. Idempotent; also
-    /// done on drop.
+    /// done on drop. Afterwards `join` fails with `Unavailable`; `leave` and `snapshot`
+    /// still work, but no event is forwarded any more.
     pub fn shutdown(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
@@ -832,19 +834,19 @@ async fn maintain_round(inner: &Inner) {
         } else {
             inner.run_refresh(&team, &keys).await.unwrap_or_default()
         };
-        {
-            for key in missing {
-                let info = {
-                    let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
-                    local
-                        .get(&team)
-                        .and_then(|t| t.get(&key))
-                        .filter(|c| c.live)
-                        .map(|c| c.info.clone())
-                };
-                if let Some(info) = info {
-                    let _ = inner.run_join(&team, &info).await;
-                }
+        for key in missing {
+            let info = {
+                let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+                local
+                    .get(&team)
+                    .and_then(|t| t.get(&key))
+                    .filter(|c| c.live)
+                    .map(|c| c.info.clone())
+            };
+            // A leave racing this re-join can leave the connection in Redis; it is no
+            // longer refreshed, so it expires and is swept like a dead node's.
+            if let Some(info) = info {
+                let _ = inner.run_join(&team, &info).await;
             }
         }
         let _ = inner.run_sweep(&team).await;

@@ -557,3 +557,29 @@ async fn versions_keep_increasing_after_redis_loses_the_team() {
     assert_eq!(snap.entries.len(), 2);
     assert!(snap.version > before);
 }
+
+/// After `shutdown` (the end of a drain) joins are refused and leaves neither hang nor
+/// fail.
+#[tokio::test]
+async fn shutdown_stops_the_store() {
+    let p = prefix("shutdown");
+    let (a, mut ea) = node(&p, "a", Duration::from_secs(15)).await;
+    let t = team("shutdown");
+    a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    a.shutdown();
+    a.shutdown(); // idempotent
+    let err = a
+        .join(&t, info("a", 2, "bob", None))
+        .await
+        .expect_err("no joins after shutdown");
+    assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");
+    let started = Instant::now();
+    let change = a.leave(&t, &key("a", 1)).await.unwrap();
+    assert_eq!(change.left.map(|e| e.user.to_string()), Some("ann".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a leave after shutdown must not wait for an event nobody forwards"
+    );
+    assert!(a.snapshot(&t).await.unwrap().entries.is_empty());
+}
