@@ -119,6 +119,21 @@ impl TestDb {
         .get("n")
     }
 
+    /// Whether one of this test's connections is waiting for a lock (its insert is
+    /// blocked behind the test's `LOCK TABLE`).
+    async fn writer_waits_on_lock(&self) -> bool {
+        sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 \
+               AND wait_event_type = 'Lock') AS waiting",
+        )
+        .bind(&self.app)
+        .fetch_one(&self.admin)
+        .await
+        .expect("pg_stat_activity")
+        .get("waiting")
+    }
+
     async fn count_rows(&self, team: &TeamId) -> i64 {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) AS n FROM {}.activity_logs WHERE team_id = $1",
@@ -349,8 +364,13 @@ async fn schema_is_the_documented_one() {
 }
 
 /// The sink's connections are killed over and over while events flow through the
-/// writer: failed writes are retried with the same ids, so every event lands exactly
-/// once.
+/// writer, among them one in the middle of its insert in every round: failed writes are
+/// retried with the same ids, so every event lands exactly once.
+///
+/// To catch a write in flight without relying on timing, each round holds an
+/// `EXCLUSIVE` lock on the table from another connection, waits until the writer's
+/// insert is seen blocked on it (`pg_stat_activity.wait_event_type = 'Lock'`), then
+/// terminates the writer's connections and releases the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     const ROUNDS: usize = 10;
@@ -372,15 +392,31 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     let mut recorded = HashSet::new();
     let mut terminated = 0;
     for round in 0..ROUNDS {
+        let mut lock = test.admin.begin().await.expect("begin");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {}.activity_logs IN EXCLUSIVE MODE",
+            test.schema
+        )))
+        .execute(&mut *lock)
+        .await
+        .expect("lock the table");
         for i in 0..PER_ROUND {
             let e = event(&team, round * PER_ROUND + i);
             recorded.insert(e.id);
             writer.record(e);
             if i == PER_ROUND / 2 {
-                // Mid-round, while batches are being written.
+                // Mid-round: kill the writer's connection inside its blocked insert.
+                within("the writer's insert to block on the lock", async {
+                    let mut poll = tokio::time::interval(POLL);
+                    while !test.writer_waits_on_lock().await {
+                        poll.tick().await;
+                    }
+                })
+                .await;
                 terminated += test.terminate_connections().await;
             }
         }
+        lock.commit().await.expect("release the lock");
         // Progress despite the kills: this round's rows arrive before the next one.
         let want = ((round + 1) * PER_ROUND) as i64;
         within(&format!("{want} rows"), async {
@@ -392,7 +428,10 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
         .await;
         terminated += test.terminate_connections().await;
     }
-    assert!(terminated > 0, "no connection was ever terminated");
+    assert!(
+        terminated >= ROUNDS as i64,
+        "terminated only {terminated} connections"
+    );
 
     let stats = within("shutdown", task.shutdown(PATIENCE))
         .await
@@ -400,6 +439,10 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     eprintln!("terminated {terminated} connections; writer stats {stats:?}");
     assert_eq!(stats.written as usize, recorded.len());
     assert_eq!(stats.dropped, 0);
+    assert!(
+        stats.write_errors >= ROUNDS as u64,
+        "every round must break an insert in flight: {stats:?}"
+    );
     assert!(
         !spill_dir.path().join("activity-spill.ndjson").exists(),
         "spill file left behind after shutdown"
