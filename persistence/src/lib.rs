@@ -7,8 +7,9 @@
 //! changing, and the hub's tests never need a database driver.
 //!
 //! Architecture invariant: the hot path never awaits the database. Connections record
-//! activity through [`ActivityWriter::record`], which only enqueues; the [`writer`]
-//! task batches, retries and writes.
+//! activity through [`ActivityWriter::record`], which only enqueues (or, when the queue
+//! is full and a spill file is configured, appends one line to a local file); the
+//! [`writer`] task batches, retries, replays the spill and writes.
 //!
 //! Map:
 //! - [`activity`]: the event and row types and the two traits, with their contract.

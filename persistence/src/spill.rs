@@ -230,6 +230,11 @@ impl Spill {
         Ok(())
     }
 
+    /// Offset up to which lines have been replayed.
+    pub(crate) fn replayed(&self) -> u64 {
+        self.read.load(Ordering::Acquire)
+    }
+
     /// Whether lines remain to be replayed.
     pub(crate) fn pending(&self) -> bool {
         self.len.load(Ordering::Acquire) > self.read.load(Ordering::Acquire)

@@ -638,6 +638,18 @@ impl Task {
                 return Ok(());
             }
         };
+        if chunk.end == spill.replayed() {
+            // Nothing readable below the committed length: the file was truncated or
+            // replaced behind our back. Back off rather than spin.
+            tracing::error!(
+                path = %spill.path().display(),
+                "activity spill file shorter than written; retrying"
+            );
+            until_deadline(&mut self.deadline_rx, tokio::time::sleep(self.max_backoff))
+                .await
+                .ok_or(DeadlinePassed)?;
+            return Ok(());
+        }
         if chunk.corrupt > 0 {
             self.shared.lost.fetch_add(chunk.corrupt, Ordering::AcqRel);
             self.shared
