@@ -365,7 +365,14 @@ impl Inner {
             match tokio::time::timeout_at(deadline, tick.changed()).await {
                 Ok(Ok(())) => {}
                 // Timed out or the subscriber is gone: the change stands regardless.
-                _ => return,
+                _ => {
+                    tracing::warn!(
+                        team = team.as_str(),
+                        version,
+                        "presence event not seen back within {DELIVERY_WAIT:?}"
+                    );
+                    return;
+                }
             }
         }
     }
@@ -430,6 +437,7 @@ impl RedisPresence {
                 client,
                 sink,
                 teams: HashMap::new(),
+                orphans: HashMap::new(),
             }
             .run(stream, cmds),
         );
@@ -602,6 +610,9 @@ struct Subscriber {
     client: ::redis::Client,
     sink: PubSubSink,
     teams: HashMap<TeamId, Subscribed>,
+    /// Views of hosted teams whose resubscription failed after a reconnection, kept so
+    /// the next subscription still catches up against them.
+    orphans: HashMap<TeamId, Subscribed>,
 }
 
 impl Subscriber {
@@ -613,7 +624,10 @@ impl Subscriber {
                 biased;
                 msg = stream.next() => match msg {
                     Some(msg) => self.forward(&msg),
-                    None => stream = self.reconnect().await,
+                    None => {
+                        tracing::warn!(node = %self.inner.node, "presence subscriber lost its Redis connection; reconnecting");
+                        stream = self.reconnect().await;
+                    }
                 },
                 cmd = cmds.recv() => {
                     let Some(SubCmd { team, ack }) = cmd else { return };
@@ -632,13 +646,9 @@ impl Subscriber {
         match (want, self.teams.get(team).map(|t| t.stale)) {
             (true, None) => {
                 self.sink.subscribe(self.inner.channel(team)).await?;
-                self.teams.insert(
-                    team.clone(),
-                    Subscribed {
-                        view: None,
-                        stale: true,
-                    },
-                );
+                let mut sub = self.orphans.remove(team).unwrap_or_default();
+                sub.stale = true;
+                self.teams.insert(team.clone(), sub);
                 // Failure leaves it stale, retried on the next sync; the subscription,
                 // which is what the caller waits for, is in place.
                 let _ = self.catch_up(team).await;
@@ -648,6 +658,7 @@ impl Subscriber {
             }
             (false, Some(_)) => {
                 self.teams.remove(team);
+                self.orphans.remove(team);
                 self.inner
                     .delivered
                     .lock()
@@ -655,7 +666,10 @@ impl Subscriber {
                     .remove(team);
                 self.sink.unsubscribe(self.inner.channel(team)).await?;
             }
-            (true, Some(false)) | (false, None) => {}
+            (false, None) => {
+                self.orphans.remove(team);
+            }
+            (true, Some(false)) => {}
         }
         Ok(())
     }
@@ -773,16 +787,26 @@ impl Subscriber {
     /// catches up on what happened meanwhile.
     async fn reconnect(&mut self) -> PubSubStream {
         let mut old = std::mem::take(&mut self.teams);
+        old.extend(std::mem::take(&mut self.orphans));
         let (sink, stream) = reconnect(&self.client).await;
         self.sink = sink;
         for team in self.inner.hosted_teams() {
-            if self.sink.subscribe(self.inner.channel(&team)).await.is_ok() {
-                let mut sub = old.remove(&team).unwrap_or_default();
-                sub.stale = true;
-                self.teams.insert(team.clone(), sub);
-                let _ = self.catch_up(&team).await;
+            let Some(mut sub) = old.remove(&team) else {
+                // Not subscribed before: its first join subscribes it.
+                continue;
+            };
+            if let Err(e) = self.sink.subscribe(self.inner.channel(&team)).await {
+                tracing::warn!(team = team.as_str(), error = %e, "presence resubscribe failed");
+                self.orphans.insert(team, sub);
+                continue;
+            }
+            sub.stale = true;
+            self.teams.insert(team.clone(), sub);
+            if let Err(e) = self.catch_up(&team).await {
+                tracing::warn!(team = team.as_str(), error = %e, "presence catch-up failed; retried next round");
             }
         }
+        tracing::info!(node = %self.inner.node, teams = self.teams.len(), "presence subscriber reconnected");
         stream
     }
 }
@@ -832,7 +856,13 @@ async fn maintain_round(inner: &Inner) {
         let missing = if keys.is_empty() {
             Vec::new()
         } else {
-            inner.run_refresh(&team, &keys).await.unwrap_or_default()
+            match inner.run_refresh(&team, &keys).await {
+                Ok(missing) => missing,
+                Err(e) => {
+                    tracing::warn!(team = team.as_str(), error = %e, "presence refresh failed");
+                    Vec::new()
+                }
+            }
         };
         for key in missing {
             let info = {
@@ -846,10 +876,15 @@ async fn maintain_round(inner: &Inner) {
             // A leave racing this re-join can leave the connection in Redis; it is no
             // longer refreshed, so it expires and is swept like a dead node's.
             if let Some(info) = info {
-                let _ = inner.run_join(&team, &info).await;
+                tracing::warn!(team = team.as_str(), conn = ?key, "live presence connection was swept; joining it again");
+                if let Err(e) = inner.run_join(&team, &info).await {
+                    tracing::warn!(team = team.as_str(), error = %e, "presence re-join failed");
+                }
             }
         }
-        let _ = inner.run_sweep(&team).await;
+        if let Err(e) = inner.run_sweep(&team).await {
+            tracing::warn!(team = team.as_str(), error = %e, "presence sweep failed");
+        }
         // Lets the subscriber retry a catch-up that failed.
         inner.resync(&team);
     }
