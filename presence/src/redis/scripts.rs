@@ -20,6 +20,11 @@
 //!
 //! A conn key is `"<conn>:<node>"` (the number first, so the first `:` splits it).
 //!
+//! Events are PUBLISHed on `<prefix>:{<team>}:events` as one JSON object:
+//! `{"team": T, "v": VERSION, "origin": CONN_KEY, "joins": [entry...], "leaves": [entry...]}`
+//! with entries in the wire shape (`{"user","name","conns","meta"}`); a leave entry has
+//! `conns: 0` and `meta: null`, as `TeamPresence` gives.
+//!
 //! Time comes from Redis (`TIME`), never from the nodes, so nodes with skewed clocks
 //! still agree on what has expired. Meta is stored and re-emitted as the raw JSON text
 //! the node gave: it is never decoded by Lua's `cjson`, which would turn `{}` into `[]`
