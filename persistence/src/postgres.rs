@@ -24,8 +24,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use teamhub_protocol::{TeamId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -72,12 +72,25 @@ impl PostgresStore {
             options.get_port(),
             options.get_database().unwrap_or("")
         );
+        let context = format!("connecting to PostgreSQL at {shown}");
+        // One direct connection first: a pool that cannot connect only reports "pool
+        // timed out", while this says why (refused, unknown host, authentication).
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!("no answer within {ACQUIRE_TIMEOUT:?}").into())
+                    .context(&context)
+            })?
+            .map_err(|e| convert(e).context(&context))?;
+        // Closing the probe politely can only fail if the server went away meanwhile;
+        // the pool below then reports it.
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| convert(e).context(&format!("connecting to PostgreSQL at {shown}")))?;
+            .map_err(|e| convert(e).context(&context))?;
         Ok(PostgresStore { pool })
     }
 

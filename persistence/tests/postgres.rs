@@ -220,6 +220,7 @@ async fn unreachable_server_is_unavailable() {
             assert!(err.is_retryable());
             let text = err.to_string();
             assert!(text.contains("127.0.0.1:1"), "{text}");
+            assert!(text.contains("refused"), "says why: {text}");
             assert!(!text.contains("hunter2"), "leaks the password: {text}");
         }
         other => panic!("expected Unavailable, got {other:?}"),
