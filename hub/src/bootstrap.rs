@@ -162,7 +162,15 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         .migrate()
         .await
         .context("applying database migrations")?;
-    let (activity, writer) = spawn_writer(database.activity_sink(), WriterConfig::default());
+    let spill_path = match args.activity_spill_path.trim() {
+        "" | "none" => None,
+        path => Some(std::path::PathBuf::from(path)),
+    };
+    let writer_config = WriterConfig {
+        spill_path,
+        ..WriterConfig::default()
+    };
+    let (activity, writer) = spawn_writer(database.activity_sink(), writer_config);
 
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Arc<Event>>();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();

@@ -100,6 +100,15 @@ pub struct ServeArgs {
         default_value = "sqlite://teamhub.db"
     )]
     pub database_url: String,
+    /// File the activity log spills to when its in-memory queue is full (replayed once
+    /// the database keeps up, and at the next start after a crash); `none` disables it,
+    /// and then a full queue drops events (counted in teamhub_activity_dropped_total).
+    #[arg(
+        long,
+        env = "TEAMHUB_ACTIVITY_SPILL_PATH",
+        default_value = "teamhub-activity.spill"
+    )]
+    pub activity_spill_path: String,
     /// This node's name in metrics, logs and presence (random when unset).
     #[arg(long, env = "TEAMHUB_NODE_ID")]
     pub node_id: Option<String>,

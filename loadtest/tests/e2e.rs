@@ -11,6 +11,7 @@ const SECRET: &str = "loadtest-e2e-secret-0123456789";
 
 async fn start_hub(dir: &std::path::Path) -> teamhub::Running {
     let db = format!("sqlite://{}", dir.join("hub.db").display());
+    let spill = dir.join("activity.spill").display().to_string();
     let argv: Vec<OsString> = [
         "teamhub",
         "serve",
@@ -20,6 +21,8 @@ async fn start_hub(dir: &std::path::Path) -> teamhub::Running {
         SECRET,
         "--database-url",
         &db,
+        "--activity-spill-path",
+        &spill,
         "--rate-limit",
         "0",
     ]

@@ -40,6 +40,8 @@ pub fn serve_args(extra: &[&str], db: &std::path::Path) -> ServeArgs {
 /// `serve` arguments without the default secret.
 pub fn serve_args_exact(extra: &[&str], db: &std::path::Path) -> ServeArgs {
     let db_url = format!("sqlite://{}", db.display());
+    // Each node spills its activity log next to its own database.
+    let spill = db.with_extension("spill").display().to_string();
     let mut argv: Vec<OsString> = [
         "teamhub",
         "serve",
@@ -47,6 +49,8 @@ pub fn serve_args_exact(extra: &[&str], db: &std::path::Path) -> ServeArgs {
         "127.0.0.1:0",
         "--database-url",
         &db_url,
+        "--activity-spill-path",
+        &spill,
     ]
     .iter()
     .map(OsString::from)

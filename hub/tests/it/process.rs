@@ -39,6 +39,7 @@ async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
             format!("sqlite://{}", dir.join("hub.db").display()),
         )
         .env("TEAMHUB_JWT_SECRET", SECRET)
+        .env("TEAMHUB_ACTIVITY_SPILL_PATH", dir.join("activity.spill"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
