@@ -43,9 +43,14 @@ pub struct Identity {
     pub name: Option<String>,
     /// Teams with a known role; unknown role names grant nothing and are left out.
     grants: Arc<BTreeMap<TeamId, Role>>,
-    /// Expiry in seconds since the Unix epoch.
+    /// Expiry in seconds since the Unix epoch (`u64::MAX` for API keys, which do not
+    /// expire but can be deleted).
     pub exp: u64,
+    /// Issue time in seconds since the Unix epoch: the JWT's `iat`, or an API key's
+    /// creation time. Revocations refuse identities issued before them.
     pub iat: Option<u64>,
+    /// The API key this identity comes from, if it is not a JWT.
+    pub api_key: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -55,6 +60,20 @@ impl Identity {
 
     pub fn teams(&self) -> impl Iterator<Item = (&TeamId, Role)> {
         self.grants.iter().map(|(t, r)| (t, *r))
+    }
+
+    /// The identity of an API key: its role in its one team, as user `apikey:<id>`.
+    pub fn for_api_key(id: &str, team: TeamId, role: Role, created_secs: u64) -> Identity {
+        let user = UserId::new(&format!("apikey:{id}"))
+            .expect("API key ids are short and use the id alphabet");
+        Identity {
+            user,
+            name: None,
+            grants: Arc::new(BTreeMap::from([(team, role)])),
+            exp: u64::MAX,
+            iat: Some(created_secs),
+            api_key: Some(id.into()),
+        }
     }
 
     fn from_claims(claims: Claims) -> Identity {
@@ -69,9 +88,18 @@ impl Identity {
             grants: Arc::new(grants),
             exp: claims.exp,
             iat: claims.iat,
+            api_key: None,
         }
     }
 }
+
+/// Whether a bearer token is an API key rather than a JWT.
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(API_KEY_PREFIX)
+}
+
+/// What every API key starts with.
+pub const API_KEY_PREFIX: &str = "thk_";
 
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -182,13 +210,13 @@ impl Authenticator {
         self.development
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a JWT. API keys (`thk_...`) are not JWTs: they are looked up in the key
+    /// store by [`crate::node::Node::identify`], and refused here.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        if token.starts_with("thk_") {
-            // API keys are looked up in the key store, which this node does not have yet.
+        if is_api_key(token) {
             return Err(AuthError::UnknownApiKey);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)

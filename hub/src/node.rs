@@ -15,7 +15,7 @@ use teamhub_protocol::{Action, MessageType, Role, TeamId, is_reserved_type, perm
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{AuthError, Authenticator, Identity, is_api_key};
 use crate::broker::{Broker, History, Publication, Published};
 use crate::error::OpError;
 use crate::event::MessageParts;
@@ -151,6 +151,17 @@ impl Node {
     pub fn start_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.shutdown.cancel();
+    }
+
+    /// The identity behind a bearer token: a JWT verified with the configured key, or an
+    /// API key looked up in the key store. The one entry point for the handshake and
+    /// every REST handler. Errors are `unauthorized`, or `unavailable` when the key
+    /// store cannot answer.
+    pub async fn identify(&self, token: &str) -> Result<Identity, OpError> {
+        if !is_api_key(token) {
+            return Ok(self.auth.verify(token)?);
+        }
+        Err(AuthError::UnknownApiKey.into())
     }
 
     /// The caller's role in `team`, if it allows `action`.

@@ -59,7 +59,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let caller = authenticate(&node, &headers)?;
+    let caller = authenticate(&node, &headers).await?;
     let team = team_id(&team)?;
     node.authorize(&caller, &team, Action::Publish)?;
     let req: PublishRequest = json_body(&headers, &body)?;
@@ -88,7 +88,7 @@ pub async fn presence(
     Path(team): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<PresenceResponse>, ApiError> {
-    let caller = authenticate(&node, &headers)?;
+    let caller = authenticate(&node, &headers).await?;
     let team = team_id(&team)?;
     let snapshot = node.presence_snapshot(&caller, &team).await?;
     Ok(Json(PresenceResponse {
@@ -143,7 +143,7 @@ pub async fn history(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&node, &headers)?;
+    let caller = authenticate(&node, &headers).await?;
     let team = team_id(&team)?;
     node.authorize(&caller, &team, Action::ReadHistory)?;
     let (since, limit) = history_query(query.as_deref())?;

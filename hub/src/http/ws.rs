@@ -29,7 +29,7 @@ pub async fn connect(
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
+    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
         Ok(ok) => ok,
         Err(refused) => return refused.into_response(),
     };
@@ -53,7 +53,7 @@ pub async fn connect_seed(
         Ok(t) => t,
         Err(e) => return ApiError::new(ErrorCode::BadRequest, e.to_string()).into_response(),
     };
-    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws) {
+    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
         Ok(ok) => ok,
         Err(refused) => return refused.into_response(),
     };
@@ -88,7 +88,7 @@ fn upgrade(node: &Node, ws: WebSocketUpgrade) -> WebSocketUpgrade {
 }
 
 /// The checks before an upgrade, in the contract's order of precedence.
-fn admit(
+async fn admit(
     node: &Node,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -131,12 +131,11 @@ fn admit(
     let token = bearer(headers)
         .or_else(|| query_token(query))
         .unwrap_or_default();
-    match node.auth.verify(&token) {
+    match node.identify(&token).await {
         Ok(identity) => Ok((identity, ws)),
-        Err(e) => refuse(
-            "token",
-            ApiError::new(ErrorCode::Unauthorized, e.to_string()),
-        ),
+        Err(e) if e.code == ErrorCode::Unauthorized => refuse("token", e.into()),
+        // The key store could not answer: a 503, so the client retries, not a 401.
+        Err(e) => refuse("unavailable", e.into()),
     }
 }
 
@@ -155,14 +154,12 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The identity behind a REST request's bearer token.
-pub fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Identity, ApiError> {
+/// The identity behind a REST request's bearer token (a JWT or an API key).
+pub async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let token = bearer(headers)
         .ok_or(AuthError::Missing)
         .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?;
-    node.auth
-        .verify(&token)
-        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))
+    node.identify(&token).await.map_err(ApiError::from)
 }
 
 pub fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {

@@ -377,7 +377,7 @@ async fn send(socket: &mut WebSocket, msg: Message) -> Flow {
 }
 
 fn expiry_instant(exp: u64, leeway: u64) -> Instant {
-    let left = (exp + leeway).saturating_sub(now_secs());
+    let left = exp.saturating_add(leeway).saturating_sub(now_secs());
     // Far-future tokens: cap so the addition cannot overflow.
     Instant::now() + Duration::from_secs(left.min(10 * 365 * 86400))
 }
