@@ -6,10 +6,12 @@
 //! caller (or, later, a reconnect loop) can `join` again with `since`.
 //!
 //! Architecture note: the socket and the request bookkeeping live in the task; the
-//! [`Client`] handle only holds channels and the shared positions. A reconnect loop
-//! therefore fits inside [`run`]: on a close whose [`teamhub_protocol::CloseCode`] says
-//! to reconnect, open a new `Connection`, re-join every team in `positions` with its
-//! `since`, and keep serving the same command channel.
+//! [`Client`] handle only holds channels and the shared positions. One client is one
+//! connection: [`Client::reconnect`] does not revive it but opens a new client (attempts
+//! paced by [`crate::Backoff`]), hands it the old positions and re-joins every team with
+//! its `since`. Keeping connections and clients one to one means an event stream never
+//! spans two sockets, so a caller always sees where one connection's events end
+//! ([`Event::Closed`]) and which teams the next one recovered ([`Rejoined`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +29,7 @@ use teamhub_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{ClientError, ConnectOptions, Connection, Incoming};
+use crate::{ClientError, ConnectOptions, Connection, Delays, Incoming};
 
 /// Tuning of a [`Client`].
 #[derive(Debug, Clone)]
@@ -78,6 +80,44 @@ pub enum Event {
         code: Option<u16>,
         reason: String,
     },
+}
+
+/// What [`Client::reconnect`] did.
+#[derive(Debug)]
+pub struct Reconnected {
+    /// The new connection; its event stream starts after its join replies' offsets.
+    pub client: Client,
+    /// One entry per team the old client was in, sorted by team.
+    pub teams: Vec<Rejoined>,
+    /// Connection attempts made, the successful one included.
+    pub attempts: u32,
+}
+
+impl Reconnected {
+    /// Every team re-joined and recovered without a gap.
+    pub fn all_recovered(&self) -> bool {
+        self.teams.iter().all(Rejoined::recovered)
+    }
+}
+
+/// One team re-joined by [`Client::reconnect`].
+#[derive(Debug)]
+pub struct Rejoined {
+    pub team: TeamId,
+    /// The position sent as `since`.
+    pub since: Since,
+    /// The join's reply, or why it failed.
+    pub result: Result<JoinReply, ClientError>,
+}
+
+impl Rejoined {
+    /// The team is joined again and its reply's `missed` holds exactly what came after
+    /// `since`. False when the join failed, or when the hub could not recover (history
+    /// trimmed past `since`, or a new epoch): then the caller has a gap to fill from
+    /// the REST history or a fresh snapshot.
+    pub fn recovered(&self) -> bool {
+        matches!(&self.result, Ok(reply) if reply.recovered)
+    }
 }
 
 type ReplyTx = oneshot::Sender<Result<ServerFrame, ClientError>>;
@@ -177,6 +217,97 @@ impl Client {
             Connection::connect(opts).await?,
             options,
         ))
+    }
+
+    /// Connects, retrying transient failures ([`ClientError::is_transient`]) after the
+    /// waits of `delays`; each attempt is bounded by the request timeout. Returns the
+    /// first failure that is not transient at once, and the last failure when `delays`
+    /// runs out. `delays.attempts()` afterwards says how many attempts were made.
+    pub async fn connect_retrying(
+        opts: &ConnectOptions,
+        options: ClientOptions,
+        delays: &mut Delays,
+    ) -> Result<Client, ClientError> {
+        let mut last = None;
+        for wait in delays.by_ref() {
+            tokio::time::sleep(wait).await;
+            let after = options.request_timeout;
+            let attempt = tokio::time::timeout(after, Connection::connect(opts.clone()))
+                .await
+                .unwrap_or(Err(ClientError::Timeout { after }));
+            match attempt {
+                Ok(conn) => return Ok(Client::from_connection(conn, options)),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // `Delays` always yields at least once, so `last` is set; the fallback is
+        // for a caller that hands in an exhausted run.
+        Err(last.unwrap_or(ClientError::Timeout {
+            after: Duration::ZERO,
+        }))
+    }
+
+    /// Opens a new connection with `opts` (usually the same as this client's, or with
+    /// a fresh token), attempts paced by `delays`, and joins every team this client was
+    /// in again, with `since` from its position there, so each team's reply carries
+    /// what was missed (in [`JoinReply::missed`] when [`JoinReply::recovered`]).
+    ///
+    /// Call it after [`Event::Closed`], having handled every event before it: positions
+    /// count each message once it is queued for the caller, so a message left unread in
+    /// the old stream is not fetched again. A client that is still open is closed first.
+    ///
+    /// The new client starts with all of the old positions. A team whose join fails on
+    /// a transient error (the new connection died too) keeps its old position, so the
+    /// next `reconnect` tries it again; a team the server refused (its grant is gone) is
+    /// forgotten. Presence `meta` given at the original join is not re-sent.
+    ///
+    /// Errors: the connection's failure, when no attempt succeeded (see
+    /// [`Client::connect_retrying`]).
+    pub async fn reconnect(
+        &self,
+        opts: &ConnectOptions,
+        delays: &mut Delays,
+    ) -> Result<Reconnected, ClientError> {
+        if !self.is_closed() {
+            self.close().await?;
+        }
+        let mut positions = self.positions();
+        positions.sort_by(|a, b| a.0.cmp(&b.0));
+        let client = Client::connect_retrying(opts, self.options.clone(), delays).await?;
+        client
+            .shared
+            .positions
+            .lock()
+            .unwrap()
+            .extend(positions.iter().cloned());
+        let mut teams = Vec::with_capacity(positions.len());
+        for (team, since) in positions {
+            let result = client
+                .join(
+                    &team,
+                    JoinOptions {
+                        since: Some(since.clone()),
+                        meta: None,
+                    },
+                )
+                .await;
+            if let Err(e) = &result
+                && !e.is_transient()
+            {
+                client.shared.forget(&team);
+            }
+            teams.push(Rejoined {
+                team,
+                since,
+                result,
+            });
+        }
+        Ok(Reconnected {
+            client,
+            teams,
+            attempts: delays.attempts(),
+        })
     }
 
     /// Wraps an open connection and spawns its task (so: inside a Tokio runtime).

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use teamhub_protocol::{CloseCode, ErrorCode, IdError};
+use teamhub_protocol::{CloseCode, ErrorCode, IdError, Reconnect};
 use tokio_tungstenite::tungstenite;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,41 @@ impl ClientError {
                 code: Some(code), ..
             } => CloseCode::from_u16(*code),
             _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed: what [`crate::Client::reconnect`] retries.
+    ///
+    /// Transient: the network ([`ClientError::Io`], [`ClientError::WebSocket`],
+    /// [`ClientError::Timeout`]), an upgrade refused with 5xx (a draining node answers
+    /// 503) or 429, and a close whose code the contract says to reconnect after
+    /// (1012 at once; 1000, 1001, 1011, 1013 with backoff) or that carried no code.
+    /// A request refused with `unavailable`, `rate_limited` or `internal` is transient
+    /// too. Not transient: 401/403 and 4001 (get a new token first), 1008, 1009, 4008
+    /// (the same connection would be refused again), any other refusal, and every error
+    /// of the caller's input.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Io(_) | ClientError::WebSocket(_) | ClientError::Timeout { .. } => true,
+            ClientError::Http { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Closed { code: None, .. } => true,
+            ClientError::Closed {
+                code: Some(code), ..
+            } => CloseCode::from_u16(*code).is_none_or(|c| {
+                matches!(
+                    c.reconnect(),
+                    Reconnect::Immediately | Reconnect::WithBackoff
+                )
+            }),
+            ClientError::Server { code, .. } => matches!(
+                code,
+                ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+            ),
+            ClientError::InvalidUrl { .. }
+            | ClientError::InvalidId(_)
+            | ClientError::Json(_)
+            | ClientError::UnexpectedReply { .. }
+            | ClientError::Token(_) => false,
         }
     }
 }

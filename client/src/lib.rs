@@ -8,22 +8,53 @@
 //!   handshake), and the load generator uses it to avoid a task per socket.
 //! - [`Client`] owns a connection in a background task, correlates requests with their
 //!   replies by `id`, delivers everything else as [`Event`]s and remembers, per team,
-//!   the last position seen, so a caller can reconnect and recover with `since`. IDE
-//!   plugins and most tests want this one.
+//!   the last position seen, so [`Client::reconnect`] can open a new connection and
+//!   re-join every team with `since`. IDE plugins and most tests want this one.
+//! - [`Backoff`] paces reconnect attempts (exponential, full jitter, optional attempt
+//!   limit); seed it ([`Backoff::delays_seeded`]) for repeatable waits.
 //! - [`token`] signs HS256 tokens for tests and load runs.
 //!
 //! The wire types themselves come from `teamhub-protocol`, re-exported as
 //! [`protocol`], so a client cannot drift from what the hub decodes.
 //!
-//! Not here yet: automatic reconnection (`src/client.rs` explains where it goes),
-//! TLS (`wss://`; terminate TLS in front of the hub), and the REST API.
+//! A reconnect loop looks like this (the caller decides when to give up):
+//!
+//! ```no_run
+//! # async fn listen(opts: teamhub_client::ConnectOptions) -> Result<(), teamhub_client::ClientError> {
+//! use teamhub_client::{Backoff, Client, Event, JoinOptions};
+//! let policy = Backoff::default();
+//! let mut client = Client::connect(opts.clone()).await?;
+//! client.join("design", JoinOptions::default()).await?;
+//! loop {
+//!     let mut events = client.events();
+//!     while let Some(event) = events.recv().await {
+//!         match event {
+//!             Event::Message(m) => println!("{} {}", m.offset, m.data),
+//!             Event::Closed { .. } => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     let next = client.reconnect(&opts, &mut policy.delays()).await?;
+//!     for team in &next.teams {
+//!         if let Ok(reply) = &team.result {
+//!             reply.missed.iter().for_each(|m| println!("{} {}", m.offset, m.data));
+//!         }
+//!     }
+//!     client = next.client;
+//! }
+//! # }
+//! ```
+//!
+//! Not here yet: TLS (`wss://`; terminate TLS in front of the hub) and the REST API.
 
+mod backoff;
 mod client;
 mod connection;
 mod error;
 pub mod token;
 
-pub use client::{Client, ClientOptions, Event, JoinOptions};
+pub use backoff::{Backoff, Delays};
+pub use client::{Client, ClientOptions, Event, JoinOptions, Reconnected, Rejoined};
 pub use connection::{ConnectOptions, Connection, Incoming, TokenPlacement};
 pub use error::ClientError;
 pub use teamhub_protocol as protocol;

@@ -14,6 +14,7 @@ mod keys;
 mod limits;
 mod presence;
 mod process;
+mod reconnect;
 mod recovery;
 mod redis_broker;
 mod rest;
