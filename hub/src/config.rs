@@ -35,6 +35,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Apply the database schema and exit.
     Migrate(MigrateArgs),
+    /// Join teams and print every frame the node sends as one JSON line on stdout,
+    /// reconnecting and recovering with `since` after any disconnect.
+    Listen(ListenArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +180,30 @@ pub struct TokenArgs {
     pub jwt_issuer: Option<String>,
     #[arg(long, env = "TEAMHUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// The node's base URL, e.g. ws://127.0.0.1:8080 (`/ws` is appended).
+    #[arg(long, env = "TEAMHUB_URL", default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    /// A JWT or an API key (`thk_...`).
+    #[arg(long, env = "TEAMHUB_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// A team to join, repeatable.
+    #[arg(long = "team", value_name = "TEAM", required = true)]
+    pub teams: Vec<String>,
+    /// Print only messages whose type starts with one of these prefixes
+    /// (comma-separated or repeated, e.g. `--types pattern.,chat.`); other frames
+    /// (replies, presence, errors) are always printed.
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// First reconnect delay ceiling, in milliseconds (doubles per failure, with jitter).
+    #[arg(long, default_value_t = 250)]
+    pub backoff_initial_ms: u64,
+    /// Largest reconnect delay, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub backoff_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 mod fanout;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

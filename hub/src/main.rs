@@ -1,11 +1,13 @@
-//! The `teamhub` binary: `serve`, `token`, `migrate`.
+//! The `teamhub` binary: `serve`, `token`, `migrate`, `listen`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use teamhub::auth::Authenticator;
-use teamhub::config::{Cli, Command, JwtArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs};
+use teamhub::config::{
+    Cli, Command, JwtArgs, ListenArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs,
+};
 use teamhub_protocol::{Role, TeamId, UserId};
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Token(args) => token(args),
             Command::Migrate(args) => migrate(args).await,
+            Command::Listen(args) => listen(args).await,
         }
     });
     match result {
@@ -162,4 +165,24 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         teamhub::bootstrap::redact(&args.database_url)
     );
     Ok(())
+}
+
+async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let ws_url = teamhub::listen::socket_url(&args.url)?;
+    let teams = args
+        .teams
+        .iter()
+        .map(|t| TeamId::new(t).with_context(|| format!("--team {t:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = teamhub::listen::ListenConfig {
+        ws_url,
+        token: args.token,
+        teams,
+        types: args.types.into_iter().filter(|t| !t.is_empty()).collect(),
+        backoff_initial: std::time::Duration::from_millis(args.backoff_initial_ms.max(1)),
+        backoff_max: std::time::Duration::from_millis(args.backoff_max_ms.max(1)),
+    };
+    teamhub::listen::run(config, shutdown_signal())
+        .await
+        .map_err(anyhow::Error::from)
 }

@@ -12,6 +12,7 @@ mod frames;
 mod handshake;
 mod keys;
 mod limits;
+mod listen;
 mod presence;
 mod process;
 mod reconnect;
