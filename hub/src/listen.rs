@@ -2,8 +2,8 @@
 //!
 //! It joins the given teams and prints every server frame as one JSON line on stdout;
 //! its own notices go to stderr, so stdout stays machine-readable. After any
-//! disconnect it reconnects (at once after a drain's 1012, otherwise with exponential
-//! backoff and jitter) and joins every team again with `since` = the last position it
+//! disconnect it reconnects (at once after a drain's 1012, otherwise with
+//! `teamhub_client::Backoff`: exponential, full jitter) and joins every team again with `since` = the last position it
 //! saw there, so a node restart loses nothing that history still holds. When recovery
 //! is impossible (`recovered: false` after a `since`) it says so on stderr and carries
 //! on from the team's current offset. What a retry cannot fix (a refused token, a team
@@ -15,19 +15,15 @@
 //! `message` line, so a consumer sees every message exactly once, in offset order,
 //! whether it arrived live or through recovery.
 
-mod backoff;
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use teamhub_client::{ClientError, ConnectOptions, Connection, Incoming};
+use teamhub_client::{Backoff, ClientError, ConnectOptions, Connection, Delays, Incoming};
 use teamhub_protocol::{
     ClientFrame, ClientOp, CloseCode, ErrorCode, Join, MessageFrame, Reconnect, ReplyBody,
     ServerFrame, Since, TeamId,
 };
-
-pub use backoff::Backoff;
 
 /// What `listen` needs, already validated.
 #[derive(Debug, Clone)]
@@ -117,7 +113,8 @@ pub async fn run(
         teams: config.teams.clone(),
         since: HashMap::new(),
     };
-    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let policy = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut backoff = policy.delays();
     tokio::pin!(shutdown);
     loop {
         let retry = tokio::select! {
@@ -130,7 +127,8 @@ pub async fn run(
         let delay = if retry.immediately {
             Duration::ZERO
         } else {
-            backoff.next_delay()
+            // Unlimited attempts: the iterator never ends.
+            backoff.next().unwrap_or(policy.cap())
         };
         notice(format_args!(
             "disconnected ({}); reconnecting in {} ms",
@@ -148,7 +146,7 @@ pub async fn run(
 async fn connection(
     config: &ListenConfig,
     positions: &mut Positions,
-    backoff: &mut Backoff,
+    backoff: &mut Delays,
     out: &mut Printer,
 ) -> Result<Retry, ListenError> {
     let opts = ConnectOptions::new(&config.ws_url).token(&config.token);
