@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::query::{ActivityPage, ActivityQuery, RetentionScope};
 use crate::timestamp;
 
 /// One entry of a team's activity log, as recorded by the hub.
@@ -253,12 +254,34 @@ pub trait ActivitySink: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Reads activity back. Filters and cursors arrive with the REST endpoint.
+/// Reads activity back (the REST activity endpoint and its exports).
 #[async_trait::async_trait]
 pub trait ActivityReader: Send + Sync + 'static {
     /// The `limit` most recent rows of `team`, newest first: by `created_at`, ties broken
     /// by `id` (also descending), the order of the activity indexes.
     async fn recent(&self, team: &TeamId, limit: u32) -> Result<Vec<ActivityRow>, StoreError>;
+
+    /// One page of `query.team`'s rows matching every filter of `query`, newest first
+    /// (same order as [`ActivityReader::recent`]), starting after `query.after`. The
+    /// page's `next` is set exactly when more matching rows follow, and is where the
+    /// next page starts; rows written meanwhile are never repeated nor make a later
+    /// page skip one (see [`crate::query`]). Served by the activity indexes: a deep page
+    /// costs what the first does.
+    async fn page(&self, query: &ActivityQuery) -> Result<ActivityPage, StoreError>;
+}
+
+/// Deletes rows whose team's retention has passed.
+#[async_trait::async_trait]
+pub trait ActivityRetention: Send + Sync + 'static {
+    /// Deletes at most `max_rows` rows of `scope` created before `before`, oldest
+    /// first, in one short transaction (so writers wait at most for one batch); returns
+    /// how many were deleted. A return below `max_rows` means none are left.
+    async fn delete_expired(
+        &self,
+        scope: RetentionScope<'_>,
+        before: OffsetDateTime,
+        max_rows: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

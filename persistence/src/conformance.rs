@@ -20,10 +20,14 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::Database;
-use crate::activity::{ActivityEvent, ActivityReader, ActivityRow, ActivitySink};
+use crate::activity::{
+    ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink,
+};
 use crate::error::StoreError;
+use crate::query::{ActivityPage, ActivityQuery, Cursor, MAX_PAGE, RetentionScope};
 
-/// Runs every check against `db`'s activity sink and reader.
+/// Runs every check against `db`'s activity sink, reader and retention. The retention
+/// check sweeps every team's old rows, so `db` must not hold rows others still need.
 pub async fn run_all(db: &Database) {
     let sink = db.activity_sink();
     let reader = db.activity_reader();
@@ -36,6 +40,11 @@ pub async fn run_all(db: &Database) {
     teams_are_isolated(s, r).await;
     large_batch(s, r).await;
     message_events_extract_resources(s, r).await;
+    pages_filter_by_every_field(s, r).await;
+    cursor_pages_cover_every_row_once(s, r).await;
+    new_rows_between_pages_are_neither_repeated_nor_skipped(s, r).await;
+    page_limits(s, r).await;
+    retention_deletes_only_expired_rows(s, r, db.activity_retention().as_ref()).await;
 }
 
 /// The row a reader must return for `event`.
@@ -284,6 +293,341 @@ pub async fn message_events_extract_resources(
     assert_eq!(*p, expected_row(&plain));
 }
 
+/// `page` applies each filter and their combinations (`since` inclusive, `until`
+/// exclusive), newest first, exactly as filtering every row by hand would.
+pub async fn pages_filter_by_every_field(sink: &dyn ActivitySink, reader: &dyn ActivityReader) {
+    let team = fresh_team("filters");
+    let other = fresh_team("filters-other");
+    let base = datetime!(2025-04-01 00:00:00 UTC);
+    let users = ["ann", "bob", "cy"];
+    let actions = [
+        "doc.edit",
+        "presence.joined",
+        "pattern.updated",
+        "chat.message",
+    ];
+    let kinds = [Some("doc"), Some("pattern"), None];
+    let events: Vec<ActivityEvent> = (0..60)
+        .map(|i| {
+            let mut e = ActivityEvent::new(team.clone(), user(users[i % 3]), actions[i % 4])
+                .with_metadata(raw(&format!(r#"{{"i":{i}}}"#)))
+                .with_created_at(base + Duration::minutes(i as i64));
+            if let Some(kind) = kinds[i % 5 % 3] {
+                e = e.with_resource(kind, format!("r{i}"));
+            }
+            e
+        })
+        .collect();
+    // The same shapes in another team must never match.
+    let noise: Vec<ActivityEvent> = events
+        .iter()
+        .map(|e| ActivityEvent {
+            id: Uuid::now_v7(),
+            team: other.clone(),
+            ..e.clone()
+        })
+        .collect();
+    ok(sink.write_batch(&events).await, "write");
+    ok(sink.write_batch(&noise).await, "write noise");
+
+    let since = base + Duration::minutes(10);
+    let until = base + Duration::minutes(50);
+    let cases: Vec<(&str, ActivityQuery)> = vec![
+        ("none", query(&team, |_| {})),
+        ("user", query(&team, |q| q.user = Some(user("bob")))),
+        (
+            "action",
+            query(&team, |q| q.action = Some("doc.edit".into())),
+        ),
+        (
+            "resource_type",
+            query(&team, |q| q.resource_type = Some("pattern".into())),
+        ),
+        ("since", query(&team, |q| q.since = Some(since))),
+        ("until", query(&team, |q| q.until = Some(until))),
+        (
+            "everything",
+            query(&team, |q| {
+                q.user = Some(user("ann"));
+                q.action = Some("doc.edit".into());
+                q.resource_type = Some("doc".into());
+                q.since = Some(since);
+                q.until = Some(until);
+            }),
+        ),
+        ("unknown user", query(&team, |q| q.user = Some(user("zed")))),
+        (
+            "empty range",
+            query(&team, |q| {
+                q.since = Some(until);
+                q.until = Some(since);
+            }),
+        ),
+    ];
+    for (name, q) in cases {
+        let mut want: Vec<&ActivityEvent> = events.iter().filter(|e| matches(&q, e)).collect();
+        want.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
+        let want: Vec<ActivityRow> = want.into_iter().map(expected_row).collect();
+        let got = read_pages(reader, q.clone()).await;
+        assert_eq!(got, want, "filter {name}: {q:?}");
+    }
+    // The bounds themselves: `since` includes its instant, `until` excludes it.
+    let at_since = events.iter().find(|e| e.created_at == since).unwrap();
+    let at_until = events.iter().find(|e| e.created_at == until).unwrap();
+    let got = read_pages(
+        reader,
+        query(&team, |q| {
+            q.since = Some(since);
+            q.until = Some(until);
+        }),
+    )
+    .await;
+    assert!(
+        got.iter().any(|r| r.id == at_since.id),
+        "since is inclusive"
+    );
+    assert!(
+        got.iter().all(|r| r.id != at_until.id),
+        "until is exclusive"
+    );
+    assert_eq!(got.len(), 40);
+}
+
+/// Walking `next` cursors visits every row exactly once, newest first, with `next`
+/// set on every page but the last (also when the last page is full), including rows
+/// that share one `created_at`.
+pub async fn cursor_pages_cover_every_row_once(
+    sink: &dyn ActivitySink,
+    reader: &dyn ActivityReader,
+) {
+    let team = fresh_team("cursor");
+    let base = datetime!(2025-04-01 00:00:00 UTC);
+    // 21 rows, seven instants, three rows at each: ties are broken by id.
+    let events: Vec<ActivityEvent> = (0..21)
+        .map(|i| numbered(&team, i).with_created_at(base + Duration::seconds((i / 3) as i64)))
+        .collect();
+    ok(sink.write_batch(&events).await, "write");
+    let mut want = events.clone();
+    want.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
+    let want: Vec<Uuid> = want.iter().map(|e| e.id).collect();
+
+    for limit in [1, 2, 3, 5, 7, 20, 21, 22, 1000] {
+        let mut q = ActivityQuery::team(team.clone(), limit);
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = ok(reader.page(&q).await, "page");
+            pages += 1;
+            assert!(page.items.len() <= limit as usize);
+            got.extend(page.items.iter().map(|r| r.id));
+            match page.next {
+                Some(next) => {
+                    assert_eq!(page.items.len(), limit as usize, "only full pages go on");
+                    assert_eq!(Some(next), page.items.last().map(Cursor::after_row));
+                    // The cursor survives its text form.
+                    q.after = Some(Cursor::decode(&next.encode()).expect("own cursor decodes"));
+                }
+                None => break,
+            }
+            assert!(pages <= 21, "paging does not end (limit {limit})");
+        }
+        assert_eq!(got, want, "limit {limit}");
+        assert_eq!(pages, 21usize.div_ceil(limit as usize), "limit {limit}");
+    }
+}
+
+/// Rows written between two pages (newer ones, as a live team produces, and older
+/// ones, as a spill replay does) neither repeat a row nor make the next pages skip
+/// one: the pages return exactly the rows older than the first page's cursor.
+pub async fn new_rows_between_pages_are_neither_repeated_nor_skipped(
+    sink: &dyn ActivitySink,
+    reader: &dyn ActivityReader,
+) {
+    let team = fresh_team("live");
+    let base = datetime!(2025-04-01 00:00:00 UTC);
+    let at = |s: i64| base + Duration::seconds(s);
+    let first: Vec<ActivityEvent> = (0..20)
+        .map(|i| numbered(&team, i).with_created_at(at(100 + i as i64)))
+        .collect();
+    ok(sink.write_batch(&first).await, "write");
+
+    let mut q = ActivityQuery::team(team.clone(), 5);
+    let page1 = ok(reader.page(&q).await, "first page");
+    assert_eq!(page1.items.len(), 5);
+    let cursor = page1.next.expect("more pages");
+
+    // Newer rows, one at the cursor's very instant (but a later id), and older rows.
+    let newer: Vec<ActivityEvent> = (0..10)
+        .map(|i| numbered(&team, 100 + i).with_created_at(at(200 + i as i64)))
+        .collect();
+    let same_instant = numbered(&team, 200).with_created_at(cursor.created_at);
+    let older: Vec<ActivityEvent> = (0..3)
+        .map(|i| numbered(&team, 300 + i).with_created_at(at(50 + i as i64)))
+        .collect();
+    ok(sink.write_batch(&newer).await, "write newer");
+    ok(sink.write_batch(&older).await, "write older");
+    ok(
+        sink.write_batch(std::slice::from_ref(&same_instant)).await,
+        "write tie",
+    );
+
+    let mut seen: Vec<Uuid> = page1.items.iter().map(|r| r.id).collect();
+    q.after = Some(cursor);
+    loop {
+        let page = ok(reader.page(&q).await, "next page");
+        seen.extend(page.items.iter().map(|r| r.id));
+        // More rows keep arriving while the client pages.
+        let late = numbered(&team, 400 + seen.len()).with_created_at(at(300 + seen.len() as i64));
+        ok(sink.write_batch(&[late]).await, "write during paging");
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+        assert!(seen.len() <= 100, "paging does not end");
+    }
+
+    let unique: HashSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "a row was repeated: {seen:?}");
+    let mut want: Vec<&ActivityEvent> = first.iter().chain(&older).collect();
+    want.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
+    let want: Vec<Uuid> = want.iter().map(|e| e.id).collect();
+    assert_eq!(
+        seen, want,
+        "pages must hold every row older than the cursor"
+    );
+    assert!(
+        !unique.contains(&same_instant.id),
+        "later id at the cursor's instant"
+    );
+    assert!(newer.iter().all(|e| !unique.contains(&e.id)));
+}
+
+/// `limit` 0 reads nothing; a limit above [`MAX_PAGE`] reads [`MAX_PAGE`] rows.
+pub async fn page_limits(sink: &dyn ActivitySink, reader: &dyn ActivityReader) {
+    let team = fresh_team("limits");
+    let events: Vec<ActivityEvent> = (0..MAX_PAGE as usize + 5)
+        .map(|i| numbered(&team, i))
+        .collect();
+    ok(sink.write_batch(&events).await, "write");
+    let none = ok(
+        reader.page(&ActivityQuery::team(team.clone(), 0)).await,
+        "limit 0",
+    );
+    assert!(none.items.is_empty());
+    let big = ok(
+        reader
+            .page(&ActivityQuery::team(team.clone(), MAX_PAGE * 10))
+            .await,
+        "big limit",
+    );
+    assert_eq!(big.items.len(), MAX_PAGE as usize);
+    assert!(big.next.is_some());
+    let rest = ok(
+        reader
+            .page(&ActivityQuery {
+                after: big.next,
+                ..ActivityQuery::team(team.clone(), MAX_PAGE)
+            })
+            .await,
+        "rest",
+    );
+    assert_eq!(rest.items.len(), 5);
+    assert_eq!(rest.next, None);
+}
+
+/// Retention deletes rows older than the cut-off in bounded batches, only in its
+/// scope: newer rows stay, other teams are untouched, and `AllExcept` spares the
+/// teams it lists.
+pub async fn retention_deletes_only_expired_rows(
+    sink: &dyn ActivitySink,
+    reader: &dyn ActivityReader,
+    retention: &dyn ActivityRetention,
+) {
+    let pro = fresh_team("ret-pro");
+    let free = fresh_team("ret-free");
+    let enterprise = fresh_team("ret-ent");
+    let now = OffsetDateTime::now_utc();
+    let write = |team: &TeamId, days: &[i64]| -> Vec<ActivityEvent> {
+        days.iter()
+            .enumerate()
+            .map(|(i, d)| numbered(team, i).with_created_at(now - Duration::days(*d)))
+            .collect()
+    };
+    let days = [1, 10, 29, 31, 45, 89, 91, 200, 364, 366, 400, 500];
+    for team in [&pro, &free, &enterprise] {
+        ok(sink.write_batch(&write(team, &days)).await, "write");
+    }
+    let days_left = |rows: &[ActivityRow]| -> Vec<i64> {
+        let mut d: Vec<i64> = rows
+            .iter()
+            .map(|r| (now - r.created_at).whole_days())
+            .collect();
+        d.sort();
+        d
+    };
+
+    // The pro team: 90 days, in batches of 2 (so several calls).
+    let cutoff = now - Duration::days(90);
+    let mut calls = 0;
+    loop {
+        let n = ok(
+            retention
+                .delete_expired(RetentionScope::Team(&pro), cutoff, 2)
+                .await,
+            "delete_expired",
+        );
+        assert!(n <= 2, "batch bound exceeded: {n}");
+        calls += 1;
+        if n < 2 {
+            break;
+        }
+        assert!(calls < 20, "retention does not finish");
+    }
+    assert!(calls >= 3, "6 rows in batches of 2 take several calls");
+    assert_eq!(
+        days_left(&read_all(reader, &pro).await),
+        [1, 10, 29, 31, 45, 89]
+    );
+    assert_eq!(
+        read_all(reader, &free).await.len(),
+        days.len(),
+        "other teams untouched"
+    );
+
+    // Everyone else on 30 days, except the teams with plans of their own.
+    let spared = [pro.clone(), enterprise.clone()];
+    while ok(
+        retention
+            .delete_expired(
+                RetentionScope::AllExcept(&spared),
+                now - Duration::days(30),
+                1000,
+            )
+            .await,
+        "delete_expired",
+    ) == 1000
+    {}
+    assert_eq!(days_left(&read_all(reader, &free).await), [1, 10, 29]);
+    assert_eq!(days_left(&read_all(reader, &pro).await).len(), 6);
+    assert_eq!(
+        read_all(reader, &enterprise).await.len(),
+        days.len(),
+        "spared team untouched"
+    );
+    let n = ok(
+        retention
+            .delete_expired(
+                RetentionScope::Team(&enterprise),
+                now - Duration::days(365),
+                1000,
+            )
+            .await,
+        "delete_expired",
+    );
+    assert_eq!(n, 3);
+    assert_eq!(days_left(&read_all(reader, &enterprise).await).len(), 9);
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// Unwraps a store result, reporting the failing check's line rather than this one.
@@ -322,4 +666,38 @@ fn numbered(team: &TeamId, i: usize) -> ActivityEvent {
 /// Every row of `team` (the suites never write more than this).
 async fn read_all(reader: &dyn ActivityReader, team: &TeamId) -> Vec<ActivityRow> {
     ok(reader.recent(team, 100_000).await, "recent")
+}
+
+/// A first page of `team` (100 rows), adjusted by `edit`.
+fn query(team: &TeamId, edit: impl FnOnce(&mut ActivityQuery)) -> ActivityQuery {
+    let mut q = ActivityQuery::team(team.clone(), 100);
+    edit(&mut q);
+    q
+}
+
+/// Whether `e` matches `q`'s filters (the reference the backends are checked against).
+fn matches(q: &ActivityQuery, e: &ActivityEvent) -> bool {
+    e.team == q.team
+        && q.user.as_ref().is_none_or(|u| *u == e.user)
+        && q.action.as_ref().is_none_or(|a| *a == e.action)
+        && q.resource_type
+            .as_ref()
+            .is_none_or(|t| Some(t) == e.resource_type.as_ref())
+        && q.since.is_none_or(|s| e.created_at >= s)
+        && q.until.is_none_or(|u| e.created_at < u)
+}
+
+/// Every row `q` matches, following `next` cursors with pages of 7.
+async fn read_pages(reader: &dyn ActivityReader, mut q: ActivityQuery) -> Vec<ActivityRow> {
+    q.limit = 7;
+    let mut rows = Vec::new();
+    loop {
+        let ActivityPage { items, next } = ok(reader.page(&q).await, "page");
+        rows.extend(items);
+        match next {
+            Some(next) => q.after = Some(next),
+            None => return rows,
+        }
+        assert!(rows.len() <= 100_000, "paging does not end");
+    }
 }

@@ -13,6 +13,7 @@
 //!
 //! Map:
 //! - [`activity`]: the event and row types and the two traits, with their contract.
+//! - [`query`]: activity filters, keyset cursors and retention scopes.
 //! - [`writer`]: the bounded queue and batching, retrying background writer.
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
 //! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
@@ -24,6 +25,7 @@ pub mod activity;
 pub mod conformance;
 mod error;
 mod postgres;
+pub mod query;
 mod spill;
 mod sqlite;
 mod timestamp;
@@ -31,8 +33,9 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use activity::{ActivityEvent, ActivityReader, ActivityRow, ActivitySink};
+pub use activity::{ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink};
 pub use error::{BoxError, StoreError};
+pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };
@@ -109,6 +112,14 @@ impl Database {
 
     /// Reads the activity log back.
     pub fn activity_reader(&self) -> Arc<dyn ActivityReader> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Deletes expired activity (the hub's retention job).
+    pub fn activity_retention(&self) -> Arc<dyn ActivityRetention> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
             Backend::Postgres(store) => store.clone(),

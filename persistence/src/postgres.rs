@@ -30,8 +30,11 @@ use teamhub_protocol::{TeamId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::activity::{ActivityEvent, ActivityReader, ActivityRow, ActivitySink};
+use crate::activity::{
+    ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink,
+};
 use crate::error::{DbErrorClass, StoreError};
+use crate::query::{ActivityPage, ActivityQuery, RetentionScope};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -212,7 +215,92 @@ impl ActivityReader for PostgresStore {
         let rows = query.build().fetch_all(&self.pool).await.map_err(convert)?;
         rows.iter().map(decode_row).collect()
     }
+
+    async fn page(&self, q: &ActivityQuery) -> Result<ActivityPage, StoreError> {
+        let Some((since, until)) = q.clamped() else {
+            return Ok(ActivityPage::default());
+        };
+        let limit = q.page_size();
+        // Only the filters given become predicates, so each combination is its own
+        // statement with its own plan: activity_logs_team_user_time when `user` is
+        // given, else activity_logs_team_time, walked in index order from the row
+        // comparison on (created_at, id), which the btree serves as a range start.
+        let mut query = QueryBuilder::<Postgres>::new(SELECT_ROWS);
+        query.push(" WHERE team_id = ").push_bind(q.team.as_str());
+        if let Some(user) = &q.user {
+            query.push(" AND user_id = ").push_bind(user.as_str());
+        }
+        if let Some(action) = &q.action {
+            query.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(resource_type) = &q.resource_type {
+            query
+                .push(" AND resource_type = ")
+                .push_bind(resource_type.as_str());
+        }
+        if let Some(since) = since {
+            query.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = until {
+            query.push(" AND created_at < ").push_bind(until);
+        }
+        if let Some(after) = &q.after {
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(convert)?;
+        let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+        Ok(ActivityPage::from_rows(rows, limit))
+    }
 }
+
+#[async_trait::async_trait]
+impl ActivityRetention for PostgresStore {
+    async fn delete_expired(
+        &self,
+        scope: RetentionScope<'_>,
+        before: OffsetDateTime,
+        max_rows: u32,
+    ) -> Result<u64, StoreError> {
+        // Row locks only, on rows nobody writes again: inserts of new rows never wait.
+        // SKIP LOCKED lets two nodes run the job at once without queueing on each other.
+        let mut query = QueryBuilder::<Postgres>::new(
+            "DELETE FROM activity_logs WHERE id IN (SELECT id FROM activity_logs WHERE created_at < ",
+        );
+        query.push_bind(before);
+        match scope {
+            // activity_logs_team_time
+            RetentionScope::Team(team) => {
+                query.push(" AND team_id = ").push_bind(team.as_str());
+            }
+            // activity_logs_time
+            RetentionScope::AllExcept(teams) => {
+                let teams: Vec<&str> = teams.iter().map(TeamId::as_str).collect();
+                query
+                    .push(" AND team_id <> ALL(")
+                    .push_bind(teams)
+                    .push(")");
+            }
+        }
+        query
+            .push(" ORDER BY created_at LIMIT ")
+            .push_bind(i64::from(max_rows))
+            .push(" FOR UPDATE SKIP LOCKED)");
+        let done = query.build().execute(&self.pool).await.map_err(convert)?;
+        Ok(done.rows_affected())
+    }
+}
+
+const SELECT_ROWS: &str = "SELECT id, team_id, user_id, action, resource_type, resource_id, \
+    metadata::text AS metadata, host(ip_address) AS ip_address, user_agent, created_at \
+    FROM activity_logs";
 
 /// Decodes one `activity_logs` row. Other tools write this table too, so a value that
 /// breaks the contract (an id that is not a valid team id, say) is reported, naming the

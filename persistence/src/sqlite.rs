@@ -25,10 +25,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use teamhub_protocol::{TeamId, UserId};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::activity::{ActivityEvent, ActivityReader, ActivityRow, ActivitySink};
+use crate::activity::{
+    ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink,
+};
 use crate::error::{DbErrorClass, StoreError};
+use crate::query::{ActivityPage, ActivityQuery, RetentionScope};
 use crate::timestamp;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -213,7 +217,105 @@ impl ActivityReader for SqliteStore {
         .map_err(convert)?;
         rows.iter().map(decode_row).collect()
     }
+
+    async fn page(&self, q: &ActivityQuery) -> Result<ActivityPage, StoreError> {
+        let Some((since, until)) = q.clamped() else {
+            return Ok(ActivityPage::default());
+        };
+        let stamp =
+            |t: OffsetDateTime| timestamp::format(t).map_err(|e| StoreError::Rejected(Box::new(e)));
+        let limit = q.page_size();
+        // Served by activity_logs_team_user_time when `user` is given, else by
+        // activity_logs_team_time: equality on the leading columns, then a range on
+        // (created_at, id) walked in index order, so the LIMIT stops the scan.
+        let mut query = QueryBuilder::<Sqlite>::new(SELECT_ROWS);
+        query.push(" WHERE team_id = ").push_bind(q.team.as_str());
+        if let Some(user) = &q.user {
+            query.push(" AND user_id = ").push_bind(user.as_str());
+        }
+        if let Some(action) = &q.action {
+            query.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(resource_type) = &q.resource_type {
+            query
+                .push(" AND resource_type = ")
+                .push_bind(resource_type.as_str());
+        }
+        if let Some(since) = since {
+            query.push(" AND created_at >= ").push_bind(stamp(since)?);
+        }
+        if let Some(until) = until {
+            query.push(" AND created_at < ").push_bind(stamp(until)?);
+        }
+        if let Some(after) = &q.after {
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(stamp(after.created_at)?)
+                .push(", ")
+                .push_bind(after.id.hyphenated().to_string())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(convert)?;
+        let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+        Ok(ActivityPage::from_rows(rows, limit))
+    }
 }
+
+#[async_trait::async_trait]
+impl ActivityRetention for SqliteStore {
+    async fn delete_expired(
+        &self,
+        scope: RetentionScope<'_>,
+        before: OffsetDateTime,
+        max_rows: u32,
+    ) -> Result<u64, StoreError> {
+        let before = timestamp::format(before).map_err(|e| StoreError::Rejected(Box::new(e)))?;
+        // One statement, so one short write transaction: SQLite has a single writer,
+        // and the activity writer waits (busy timeout) only for this batch.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "DELETE FROM activity_logs WHERE id IN (SELECT id FROM activity_logs WHERE created_at < ",
+        );
+        query.push_bind(before);
+        match scope {
+            // activity_logs_team_time
+            RetentionScope::Team(team) => {
+                query.push(" AND team_id = ").push_bind(team.as_str());
+            }
+            // activity_logs_time
+            RetentionScope::AllExcept(teams) if !teams.is_empty() => {
+                query.push(" AND team_id NOT IN (");
+                let mut list = query.separated(", ");
+                for team in teams {
+                    list.push_bind(team.as_str());
+                }
+                query.push(")");
+            }
+            RetentionScope::AllExcept(_) => {}
+        }
+        query
+            .push(" ORDER BY created_at LIMIT ")
+            .push_bind(i64::from(max_rows))
+            .push(")");
+        let done = query
+            .build()
+            .persistent(false)
+            .execute(&self.pool)
+            .await
+            .map_err(convert)?;
+        Ok(done.rows_affected())
+    }
+}
+
+const SELECT_ROWS: &str = "SELECT id, team_id, user_id, action, resource_type, resource_id, \
+    metadata, ip_address, user_agent, created_at FROM activity_logs";
 
 /// Decodes one `activity_logs` row. Other tools write this table too, so a value that
 /// breaks the schema's encodings is reported (naming the row and column), not trusted.

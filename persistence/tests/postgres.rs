@@ -201,7 +201,22 @@ conformance_tests!(
     teams_are_isolated,
     large_batch,
     message_events_extract_resources,
+    pages_filter_by_every_field,
+    cursor_pages_cover_every_row_once,
+    new_rows_between_pages_are_neither_repeated_nor_skipped,
+    page_limits,
 );
+
+#[tokio::test]
+async fn retention_deletes_only_expired_rows() {
+    let test = TestDb::new().await;
+    conformance::retention_deletes_only_expired_rows(
+        test.db.activity_sink().as_ref(),
+        test.db.activity_reader().as_ref(),
+        test.db.activity_retention().as_ref(),
+    )
+    .await;
+}
 
 #[tokio::test]
 async fn whole_suite_twice_in_one_schema() {
@@ -328,7 +343,8 @@ async fn schema_is_the_documented_one() {
         [
             "activity_logs_pkey",
             "activity_logs_team_time",
-            "activity_logs_team_user_time"
+            "activity_logs_team_user_time",
+            "activity_logs_time"
         ]
     );
     assert!(indexes[0].1.contains("UNIQUE") && indexes[0].1.ends_with("(id)"));
@@ -346,6 +362,7 @@ async fn schema_is_the_documented_one() {
         "{}",
         indexes[2].1
     );
+    assert!(indexes[3].1.ends_with("(created_at)"), "{}", indexes[3].1);
 
     // Native types, as another tool reads them.
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(

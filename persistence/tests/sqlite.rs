@@ -40,7 +40,23 @@ conformance_tests!(
     teams_are_isolated,
     large_batch,
     message_events_extract_resources,
+    pages_filter_by_every_field,
+    cursor_pages_cover_every_row_once,
+    new_rows_between_pages_are_neither_repeated_nor_skipped,
+    page_limits,
 );
+
+#[tokio::test]
+async fn retention_deletes_only_expired_rows() {
+    let (_dir, _path, db) = fresh().await;
+    conformance::retention_deletes_only_expired_rows(
+        db.activity_sink().as_ref(),
+        db.activity_reader().as_ref(),
+        db.activity_retention().as_ref(),
+    )
+    .await;
+    db.close().await;
+}
 
 #[tokio::test]
 async fn whole_suite_twice_on_one_file() {
@@ -186,7 +202,11 @@ async fn schema_is_the_documented_one() {
     indexes.sort();
     assert_eq!(
         indexes,
-        ["activity_logs_team_time", "activity_logs_team_user_time"]
+        [
+            "activity_logs_team_time",
+            "activity_logs_team_user_time",
+            "activity_logs_time"
+        ]
     );
 
     let row = sqlx::query("SELECT id, ip_address, created_at, metadata FROM activity_logs")
