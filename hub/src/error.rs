@@ -62,3 +62,20 @@ impl From<IdError> for OpError {
         Self::bad_request(e.to_string())
     }
 }
+
+impl From<teamhub_persistence::StoreError> for OpError {
+    fn from(e: teamhub_persistence::StoreError) -> Self {
+        use teamhub_persistence::StoreError as E;
+        match e {
+            E::Rejected(_) => Self::bad_request(e.to_string()),
+            E::Unavailable(_) => {
+                tracing::warn!(error = %e, "database call failed");
+                Self::new(ErrorCode::Unavailable, e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "database call failed");
+                Self::internal(other.to_string())
+            }
+        }
+    }
+}

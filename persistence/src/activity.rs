@@ -237,6 +237,14 @@ pub struct ActivityRow {
     pub created_at: OffsetDateTime,
 }
 
+impl ActivityRow {
+    /// `created_at` in the row's text form (`2025-01-31T09:05:03.000120Z`), for exports
+    /// that write it outside JSON.
+    pub fn created_at_text(&self) -> String {
+        timestamp::format(self.created_at).unwrap_or_else(|_| self.created_at.to_string())
+    }
+}
+
 /// Stores activity events. The hub never calls this on a hot path: it goes through
 /// [`crate::ActivityWriter`], which batches and retries.
 #[async_trait::async_trait]

@@ -28,6 +28,8 @@ mod postgres;
 pub mod query;
 mod spill;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timestamp;
 pub mod writer;
 

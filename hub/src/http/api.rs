@@ -19,7 +19,7 @@ use super::ws::{authenticate, client_info};
 use crate::error::OpError;
 use crate::node::{Node, Outgoing};
 
-fn team_id(raw: &str) -> Result<TeamId, ApiError> {
+pub(super) fn team_id(raw: &str) -> Result<TeamId, ApiError> {
     TeamId::new(raw).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 

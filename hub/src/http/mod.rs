@@ -1,5 +1,6 @@
 //! The HTTP surface: WebSocket endpoints, the REST API and the operations endpoints.
 
+mod activity;
 mod api;
 mod error;
 mod ops;
@@ -27,6 +28,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/teams/{team}/messages", post(api::publish))
         .route("/api/v1/teams/{team}/presence", get(api::presence))
         .route("/api/v1/teams/{team}/history", get(api::history))
+        .route("/api/v1/teams/{team}/activity", get(activity::activity))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)

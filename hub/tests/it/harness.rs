@@ -28,6 +28,17 @@ pub struct TestHub {
     running: Option<Running>,
     pub db_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// The Postgres schema of a node started with [`TestHub::start_on`] `Postgres`.
+    _schema: Option<teamhub_persistence::testing::PostgresSchema>,
+}
+
+/// Which database a test node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// Its own SQLite file (the default).
+    Sqlite,
+    /// Its own schema on the test Postgres server (`TEAMHUB_TEST_DATABASE_URL`).
+    Postgres,
 }
 
 /// `serve` arguments for a test node: HS256 secret, its own SQLite file, port 0.
@@ -39,7 +50,11 @@ pub fn serve_args(extra: &[&str], db: &std::path::Path) -> ServeArgs {
 
 /// `serve` arguments without the default secret.
 pub fn serve_args_exact(extra: &[&str], db: &std::path::Path) -> ServeArgs {
-    let db_url = format!("sqlite://{}", db.display());
+    serve_args_db(extra, db, &format!("sqlite://{}", db.display()))
+}
+
+/// `serve` arguments with this database URL (`db` places the spill file).
+pub fn serve_args_db(extra: &[&str], db: &std::path::Path, db_url: &str) -> ServeArgs {
     // Each node spills its activity log next to its own database.
     let spill = db.with_extension("spill").display().to_string();
     let mut argv: Vec<OsString> = [
@@ -48,7 +63,7 @@ pub fn serve_args_exact(extra: &[&str], db: &std::path::Path) -> ServeArgs {
         "--listen",
         "127.0.0.1:0",
         "--database-url",
-        &db_url,
+        db_url,
         "--activity-spill-path",
         &spill,
     ]
@@ -76,9 +91,29 @@ impl TestHub {
 
     /// Starts a node with exactly these flags (plus listen address and database).
     pub async fn start_exact(extra: &[&str]) -> TestHub {
+        Self::start_exact_on(Db::Sqlite, extra).await
+    }
+
+    /// Starts a node (with the test secret and `extra` flags) on `db`.
+    pub async fn start_on(db: Db, extra: &[&str]) -> TestHub {
+        let mut with_secret = vec!["--jwt-secret", SECRET];
+        with_secret.extend_from_slice(extra);
+        Self::start_exact_on(db, &with_secret).await
+    }
+
+    async fn start_exact_on(db: Db, extra: &[&str]) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("hub.db");
-        let args = serve_args_exact(extra, &db_path);
+        let (args, schema) = match db {
+            Db::Sqlite => (serve_args_exact(extra, &db_path), None),
+            Db::Postgres => {
+                let base = teamhub_persistence::testing::test_database_url();
+                let schema = teamhub_persistence::testing::PostgresSchema::create(&base)
+                    .await
+                    .unwrap_or_else(|e| panic!("Postgres for the test is unreachable: {e}"));
+                (serve_args_db(extra, &db_path, schema.url()), Some(schema))
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = teamhub::start_on(&args, listener)
             .await
@@ -89,6 +124,7 @@ impl TestHub {
             running: Some(running),
             db_path,
             _dir: dir,
+            _schema: schema,
         }
     }
 

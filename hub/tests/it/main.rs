@@ -5,6 +5,7 @@
 mod harness;
 
 mod activity;
+mod activity_api;
 mod bad_input;
 mod cluster;
 mod drain;
