@@ -63,7 +63,7 @@ pub async fn activity(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&node, &headers)?;
+    let caller = authenticate(&node, &headers).await?;
     let team = team_id(&team)?;
     node.authorize(&caller, &team, Action::ReadActivity)?;
     let (query, format) = parse_query(team, query.as_deref())?;
