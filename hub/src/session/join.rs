@@ -86,6 +86,7 @@ impl Session {
                     },
                 );
                 crate::metrics::counter_inc(crate::metrics::JOINS);
+                self.record_teams();
                 Ok(joined)
             }
             Err(e) => {
@@ -134,12 +135,13 @@ impl Session {
         if self.joined.remove(team).is_none() {
             return false;
         }
+        self.record_teams();
         self.forget(team).await;
         true
     }
 
     /// Undoes registry and presence membership (both idempotent).
-    async fn forget(&mut self, team: &TeamId) {
+    pub(super) async fn forget(&mut self, team: &TeamId) {
         let node = self.node.clone();
         if node.registry.remove(team, self.key.conn) {
             if let Err(e) = node.broker.unsubscribe(team).await {

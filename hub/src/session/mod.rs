@@ -54,6 +54,8 @@ pub struct Session {
     /// When the token (plus leeway) runs out: close 4001 unless refreshed.
     expires_at: Instant,
     last_seen: Instant,
+    /// The connection's `conn` span (set by `run`), whose `teams` field follows joins.
+    span: tracing::Span,
 }
 
 impl Session {
@@ -78,19 +80,32 @@ impl Session {
             limiter,
             expires_at,
             last_seen: Instant::now(),
+            span: tracing::Span::none(),
         }
     }
 
     /// Runs the connection to its end. `seed_team`: the team of `/ws/{team}`, joined at once.
-    pub async fn run(self, socket: WebSocket, seed_team: Option<TeamId>) {
+    ///
+    /// Everything it logs is inside one `conn` span with the node, the connection's
+    /// number, the user and the teams it is in (`teams`, comma-separated, updated on
+    /// every join and leave), so logs can be filtered by any of them across nodes.
+    pub async fn run(mut self, socket: WebSocket, seed_team: Option<TeamId>) {
         let span = tracing::info_span!(
             "conn",
             node = %self.node.id,
             conn = self.key.conn,
             user = %self.identity.user,
-            team = seed_team.as_ref().map(|t| t.as_str()),
+            teams = seed_team.as_ref().map(|t| t.as_str()),
         );
+        self.span = span.clone();
         self.run_inner(socket, seed_team).instrument(span).await;
+    }
+
+    /// Brings the span's `teams` field up to date after a join or leave.
+    fn record_teams(&self) {
+        let mut teams: Vec<&str> = self.joined.keys().map(|t| t.as_str()).collect();
+        teams.sort_unstable();
+        self.span.record("teams", teams.join(",").as_str());
     }
 
     async fn run_inner(mut self, mut socket: WebSocket, seed_team: Option<TeamId>) {
@@ -361,10 +376,14 @@ impl Session {
         }
     }
 
+    /// Leaves every team at the end of the connection. The span keeps its last `teams`,
+    /// so the closing log lines still say which teams the connection was in.
     async fn leave_all(&mut self) {
         let teams: Vec<TeamId> = self.joined.keys().cloned().collect();
         for team in teams {
-            self.leave_team(&team).await;
+            if self.joined.remove(&team).is_some() {
+                self.forget(&team).await;
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::harness::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_teamhub");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,12 +45,18 @@ async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
         .spawn()
         .unwrap();
     let proc = Proc { child, port };
+    wait_ready(port).await;
+    proc
+}
+
+/// Waits until `/readyz` on `port` answers 200.
+pub async fn wait_ready(port: u16) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
             && r.status() == 200
         {
-            return proc;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -58,6 +64,29 @@ async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
         );
         tokio::time::sleep(Duration::from_millis(50)).await; // polling interval, bounded by the deadline
     }
+}
+
+/// Waits for the process to exit, at most 20 s.
+pub async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval, bounded by the deadline
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn output(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -274,4 +303,70 @@ async fn sigkill_of_a_cluster_node_takes_its_users_offline_within_two_ttls() {
     );
     // Exactly one leave: the next frame after a ping is the pong.
     watcher.roundtrip_strict().await;
+}
+
+#[tokio::test]
+async fn json_logs_put_every_connection_in_a_span_with_node_user_and_teams() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", "json", "--node-id", "node-json"])
+        .env("RUST_LOG", "teamhub=debug")
+        .env(
+            "TEAMHUB_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("hub.db").display()),
+        )
+        .env("TEAMHUB_JWT_SECRET", SECRET)
+        .env(
+            "TEAMHUB_ACTIVITY_SPILL_PATH",
+            dir.path().join("activity.spill"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port).await;
+    let token = token_with("ann", &[("alpha", "editor"), ("beta", "viewer")], |_| {});
+    let mut c =
+        TestClient::connect(ConnectOptions::new(format!("ws://127.0.0.1:{port}/ws")).token(token))
+            .await;
+    c.join("beta").await;
+    c.join("alpha").await;
+    c.conn.close().await.unwrap();
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let conn_span = |l: &serde_json::Value| {
+        l["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|s| s["name"] == "conn"))
+            .cloned()
+    };
+    let disconnected = lines
+        .iter()
+        .find(|l| l["message"] == "disconnected")
+        .unwrap_or_else(|| panic!("no disconnect logged:\n{stderr}"));
+    let span = conn_span(disconnected).expect("logged inside the conn span");
+    assert_eq!(span["node"], "node-json");
+    assert_eq!(span["user"], "ann");
+    assert_eq!(span["teams"], "alpha,beta", "every team joined, sorted");
+    // The line logged right after connecting has the span without teams yet.
+    let connected = lines.iter().find(|l| l["message"] == "connected").unwrap();
+    let span = conn_span(connected).unwrap();
+    assert_eq!(
+        (span["user"].as_str(), span.get("teams")),
+        (Some("ann"), None)
+    );
 }
