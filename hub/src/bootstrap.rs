@@ -29,6 +29,8 @@ pub struct Background {
     /// Redis presence keeps refreshing this node's entries until told to stop, after
     /// the drain has left every team.
     pub redis_presence: Option<Arc<RedisPresence>>,
+    /// Deletes activity past each team's retention (`retention.rs`).
+    pub retention: JoinHandle<()>,
 }
 
 /// The seams a node runs on: in-process, or Redis for a cluster.
@@ -104,6 +106,7 @@ fn check(args: &ServeArgs) -> anyhow::Result<()> {
         ("idle-timeout", args.idle_timeout),
         ("history-ttl", args.history_ttl),
         ("drain-timeout", args.drain_timeout),
+        ("retention-interval", args.retention_interval),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -171,6 +174,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         ..WriterConfig::default()
     };
     let (activity, writer) = spawn_writer(database.activity_sink(), writer_config);
+    let retention_store = database.activity_retention();
 
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Arc<Event>>();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
@@ -209,6 +213,12 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     let resync = seams
         .resync
         .map(|rx| tokio::spawn(resync_loop(node.clone(), rx)));
+    let retention = tokio::spawn(crate::retention::run(
+        retention_store,
+        args.team_plans.clone(),
+        Duration::from_secs(args.retention_interval),
+        node.shutdown.clone(),
+    ));
     Ok((
         node,
         Background {
@@ -216,6 +226,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             writer,
             resync,
             redis_presence: seams.redis_presence,
+            retention,
         },
     ))
 }

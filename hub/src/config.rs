@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::retention::TeamPlans;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "teamhub",
@@ -152,6 +154,13 @@ pub struct ServeArgs {
         default_value = "cursor.,typing."
     )]
     pub ephemeral_prefixes: String,
+    /// Activity retention plans per team, `TEAM=PLAN,...`: `free` keeps 30 days, `pro`
+    /// 90, `enterprise` 365; teams not listed are on `free`.
+    #[arg(long, env = "TEAMHUB_TEAM_PLANS", default_value = "", value_parser = parse_team_plans)]
+    pub team_plans: TeamPlans,
+    /// Seconds between two passes of the activity retention job (it also runs at start).
+    #[arg(long, env = "TEAMHUB_RETENTION_INTERVAL", default_value_t = 3600)]
+    pub retention_interval: u64,
     /// Seconds a drain waits for connections and the activity log before exiting.
     #[arg(long, env = "TEAMHUB_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
@@ -214,6 +223,10 @@ pub struct MigrateArgs {
         default_value = "sqlite://teamhub.db"
     )]
     pub database_url: String,
+}
+
+fn parse_team_plans(s: &str) -> Result<TeamPlans, String> {
+    s.parse()
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
@@ -289,6 +302,12 @@ impl Cli {
                     })
                     .collect::<Vec<_>>()
                     .join(","),
+                // `[team-plans]` with `design = "pro"`: the same as "design=pro".
+                toml::Value::Table(entries) => entries
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => bail!(
                     "config file {}: {key} has an unsupported value {other}",
                     path.display()
@@ -354,6 +373,40 @@ mod tests {
         assert_eq!(s.presence_ttl, 3);
         assert_eq!(s.rate_limit, 9, "a flag beats the file");
         assert_eq!(s.allowed_origins.as_deref(), Some("https://a,https://b"));
+    }
+
+    #[test]
+    fn team_plans_from_flags_environment_forms_and_file() {
+        use crate::retention::Plan;
+        use teamhub_protocol::TeamId;
+        let t = |s: &str| TeamId::new(s).unwrap();
+        let s = serve(&["serve"]);
+        assert_eq!(s.team_plans.plan(&t("any")), Plan::Free);
+        assert_eq!(s.retention_interval, 3600);
+        let s = serve(&["serve", "--team-plans", "design=pro,acme=enterprise"]);
+        assert_eq!(s.team_plans.plan(&t("design")), Plan::Pro);
+        assert_eq!(s.team_plans.plan(&t("acme")), Plan::Enterprise);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "[team-plans]\ndesign = \"pro\"\nacme = \"enterprise\"\n",
+        )
+        .unwrap();
+        let s = serve(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(s.team_plans.plan(&t("design")), Plan::Pro);
+        assert_eq!(s.team_plans.plan(&t("acme")), Plan::Enterprise);
+        std::fs::write(&path, "team_plans = \"design=enterprise\"\n").unwrap();
+        let s = serve(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(s.team_plans.plan(&t("design")), Plan::Enterprise);
+
+        let argv = ["teamhub", "serve", "--team-plans", "design=gold"].map(OsString::from);
+        let err = Cli::command()
+            .try_get_matches_from(argv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown plan \"gold\""), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;
+pub mod retention;
 mod server;
 mod session;
 

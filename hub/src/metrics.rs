@@ -62,6 +62,10 @@ fn describe() {
         "Inbound frames refused by the per-connection rate limit"
     );
     describe_counter!(CLOSES, "Connections closed by the server, by close code");
+    describe_counter!(
+        crate::retention::DELETED,
+        "Activity rows deleted by retention (older than their team's plan keeps)"
+    );
     teamhub_persistence::writer::describe_metrics();
 }
 

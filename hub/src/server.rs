@@ -96,6 +96,8 @@ impl Running {
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
         self.background.fanout.abort();
+        // Deleting is idempotent: a pass cut short is finished by the next start's.
+        self.background.retention.abort();
         if let Some(resync) = &self.background.resync {
             resync.abort();
         }

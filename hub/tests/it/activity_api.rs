@@ -8,11 +8,21 @@ use serde_json::{Value, json};
 use teamhub_persistence::ActivityEvent;
 use teamhub_protocol::{TeamId, UserId};
 use time::OffsetDateTime;
-use time::macros::datetime;
+use time::macros::time;
 
 use crate::harness::*;
 
-const BASE: OffsetDateTime = datetime!(2025-06-01 12:00:00 UTC);
+/// Noon, two days ago: well inside every plan's retention, which the node enforces
+/// from its start on.
+fn base() -> OffsetDateTime {
+    (OffsetDateTime::now_utc() - time::Duration::days(2)).replace_time(time!(12:00))
+}
+
+/// The day of [`base`], `YYYY-MM-DD`.
+fn day() -> String {
+    let d = base().date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
 
 /// A GET with `token`; returns status, content type and body text.
 async fn get(hub: &TestHub, path: &str, token: Option<&str>) -> (u16, String, String) {
@@ -80,7 +90,7 @@ fn event(team: &str, user: &str, action: &str, minute: i64) -> ActivityEvent {
         action,
     )
     .with_metadata(data)
-    .with_created_at(BASE + time::Duration::minutes(minute))
+    .with_created_at(base() + time::Duration::minutes(minute))
 }
 
 /// Every item of every page, following `next_cursor`.
@@ -204,7 +214,7 @@ async fn rows_and_filters(db: Db) {
             "metadata": {"minute": 40},
             "ip": "2001:db8::7",
             "user_agent": "curl/8 ✓",
-            "created_at": "2025-06-01T12:40:00.000000Z",
+            "created_at": format!("{}T12:40:00.000000Z", day()),
         })
     );
     let times: Vec<&str> = all
@@ -226,17 +236,27 @@ async fn rows_and_filters(db: Db) {
     // since is inclusive, until exclusive; offsets other than Z are understood.
     let range = walk(
         &hub,
-        &format!("{path}?since=2025-06-01T12:10:00Z&until=2025-06-01T14:20:00%2B02:00"),
+        &format!(
+            "{path}?since={d}T12:10:00Z&until={d}T14:20:00%2B02:00",
+            d = day()
+        ),
         &token,
     )
     .await;
     assert_eq!(range.len(), 10, "minutes 10..20");
-    assert_eq!(range[0]["created_at"], "2025-06-01T12:19:00.000000Z");
-    assert_eq!(range[9]["created_at"], "2025-06-01T12:10:00.000000Z");
+    assert_eq!(
+        range[0]["created_at"],
+        format!("{}T12:19:00.000000Z", day())
+    );
+    assert_eq!(
+        range[9]["created_at"],
+        format!("{}T12:10:00.000000Z", day())
+    );
     let combined = walk(
         &hub,
         &format!(
-            "{path}?user=ann&action=doc.edit&resource_type=doc&since=2025-06-01T12:00:00Z&limit=1"
+            "{path}?user=ann&action=doc.edit&resource_type=doc&since={}T12:00:00Z&limit=1",
+            day()
         ),
         &token,
     )
@@ -414,6 +434,65 @@ async fn published_messages_are_listed(db: Db) {
     assert_eq!(row["user_agent"], "activity-test");
 }
 
+async fn retention_deletes_expired_rows_per_plan(db: Db) {
+    let hub = TestHub::start_on(
+        db,
+        &[
+            "--team-plans",
+            "pro-team=pro,ent-team=enterprise,free-team=free",
+            "--retention-interval",
+            "1",
+        ],
+    )
+    .await;
+    let now = OffsetDateTime::now_utc();
+    let days = [1, 29, 31, 89, 91, 364, 366];
+    let mut events = Vec::new();
+    for team in ["pro-team", "ent-team", "free-team", "unlisted"] {
+        for d in days {
+            events.push(
+                event(team, "ann", "doc.edit", 0).with_created_at(now - time::Duration::days(d)),
+            );
+        }
+    }
+    seed(&hub, &events).await;
+    let left = |rows: &[teamhub_persistence::ActivityRow]| -> Vec<i64> {
+        let mut d: Vec<i64> = rows
+            .iter()
+            .map(|r| (now - r.created_at).whole_days())
+            .collect();
+        d.sort();
+        d
+    };
+    let want = [
+        ("pro-team", vec![1, 29, 31, 89]),
+        ("ent-team", vec![1, 29, 31, 89, 91, 364]),
+        ("free-team", vec![1, 29]),
+        ("unlisted", vec![1, 29]),
+    ];
+    let reader = hub.node.database.activity_reader();
+    // The job passes every second: wait for the expired rows to go, within a bound.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut got = Vec::new();
+        for (team, _) in &want {
+            let rows = reader
+                .recent(&TeamId::new(team).unwrap(), 100)
+                .await
+                .unwrap();
+            got.push((*team, left(&rows)));
+        }
+        if got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not reach the plans' state: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -431,4 +510,5 @@ on_both!(
     pages_while_rows_arrive,
     exports_stream_every_row,
     published_messages_are_listed,
+    retention_deletes_expired_rows_per_plan,
 );
