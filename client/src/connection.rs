@@ -148,6 +148,17 @@ impl Incoming {
     }
 }
 
+/// What [`Connection::recv_raw`] returns: a frame as it came off the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawIncoming {
+    /// A text frame, not decoded (valid UTF-8: tungstenite checked it).
+    Text(tungstenite::Utf8Bytes),
+    /// A binary frame.
+    Binary(tungstenite::Bytes),
+    /// The connection is closed; as [`Incoming::Closed`].
+    Closed { code: Option<u16>, reason: String },
+}
+
 /// An open WebSocket to the hub.
 ///
 /// Reading drives the socket: tungstenite answers the server's pings while
@@ -282,19 +293,35 @@ impl Connection {
         }
     }
 
-    /// Waits for the next frame from the server.
+    /// Waits for the next frame from the server and decodes it ([`Incoming::decode`]).
     ///
     /// Pings and pongs are handled inside (tungstenite queues the pong and sends it on
     /// the next read or write). Once the connection has ended this keeps returning the
     /// same [`Incoming::Closed`].
     ///
+    /// Cancel safety: this method is cancel safe (see [`Connection::recv_raw`]).
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        Ok(match self.recv_raw().await? {
+            RawIncoming::Text(text) => Incoming::decode(text.as_str()),
+            RawIncoming::Binary(bytes) => Incoming::Binary(bytes.to_vec()),
+            RawIncoming::Closed { code, reason } => Incoming::Closed { code, reason },
+        })
+    }
+
+    /// Waits for the next frame from the server and hands it over undecoded.
+    ///
+    /// For callers that decode only the fields they need (the load generator reads
+    /// hundreds of thousands of frames a second on one thread) or that speak another
+    /// framing over the same socket. Pings, pongs and the close handshake are handled
+    /// as in [`Connection::recv`].
+    ///
     /// Cancel safety: this method is cancel safe. Each await point is a
     /// `StreamExt::next`, and a frame is returned as soon as it is taken, so dropping
     /// the future (in a `select!`) loses nothing.
-    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+    pub async fn recv_raw(&mut self) -> Result<RawIncoming, ClientError> {
         loop {
             if let Some((code, reason)) = &self.closed {
-                return Ok(Incoming::Closed {
+                return Ok(RawIncoming::Closed {
                     code: *code,
                     reason: reason.clone(),
                 });
@@ -314,8 +341,8 @@ impl Connection {
                 },
             };
             match message {
-                Message::Text(text) => return Ok(Incoming::decode(text.as_str())),
-                Message::Binary(bytes) => return Ok(Incoming::Binary(bytes.to_vec())),
+                Message::Text(text) => return Ok(RawIncoming::Text(text)),
+                Message::Binary(bytes) => return Ok(RawIncoming::Binary(bytes)),
                 Message::Close(frame) => {
                     // tungstenite has queued our half of the closing handshake; push it
                     // out now rather than on a read that may never come.

@@ -55,7 +55,7 @@ pub mod token;
 
 pub use backoff::{Backoff, Delays};
 pub use client::{Client, ClientOptions, Event, JoinOptions, Reconnected, Rejoined};
-pub use connection::{ConnectOptions, Connection, Incoming, TokenPlacement};
+pub use connection::{ConnectOptions, Connection, Incoming, RawIncoming, TokenPlacement};
 pub use error::ClientError;
 pub use teamhub_protocol as protocol;
 pub use token::{ClaimsBuilder, claims_for, mint_hs256};

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use fake::{BAD_ORIGIN, FakeHub, GOOD_TOKEN, Peer, WAIT, bytes};
 use teamhub_client::protocol::{ClientFrame, ClientOp, ServerFrame};
-use teamhub_client::{ClientError, ConnectOptions, Connection, Incoming, TokenPlacement};
+use teamhub_client::{
+    ClientError, ConnectOptions, Connection, Incoming, RawIncoming, TokenPlacement,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 fn opts(hub: &FakeHub) -> ConnectOptions {
@@ -139,6 +141,40 @@ async fn bad_urls_fail_before_connecting() {
             "{url}: {err:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn recv_raw_hands_frames_over_undecoded_then_the_close() {
+    let pong = r#"{"op":"pong","id":7}"#;
+    let hub = FakeHub::start(move |mut peer: Peer| async move {
+        peer.send_text(pong).await;
+        peer.send_raw(Message::binary(bytes(b"\x02"))).await;
+        peer.close(1012, "draining").await;
+    })
+    .await;
+    let mut conn = Connection::connect(opts(&hub)).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(WAIT, conn.recv_raw())
+            .await
+            .expect("nothing arrived")
+            .expect("recv_raw failed")
+    };
+    let RawIncoming::Text(text) = next().await else {
+        panic!("expected a text frame")
+    };
+    assert_eq!(text.as_str(), pong);
+    let RawIncoming::Binary(bin) = next().await else {
+        panic!("expected a binary frame")
+    };
+    assert_eq!(&bin[..], b"\x02");
+    let closed = RawIncoming::Closed {
+        code: Some(1012),
+        reason: "draining".into(),
+    };
+    assert_eq!(next().await, closed);
+    assert_eq!(next().await, closed);
+    conn.close().await.unwrap();
+    hub.finish().await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! `Incoming::Text`).
 
 use serde::Deserialize;
-use teamhub_client::{ConnectOptions, Connection, Incoming};
+use teamhub_client::{ConnectOptions, Connection, Incoming, RawIncoming};
 
 use super::{Dial, Inbound, TransportError};
 use crate::payload::Payload;
@@ -120,8 +120,11 @@ fn ack_id(text: &str) -> Option<u64> {
 struct MessageEvent(String, serde::de::IgnoredAny, Payload);
 
 pub(super) async fn recv(conn: &mut Connection) -> Result<Inbound, TransportError> {
-    Ok(match conn.recv().await? {
-        Incoming::Text(t) => {
+    // Undecoded, as the teamhub wire does: every packet here is text that is not a
+    // teamhub frame, so `Connection::recv` would try two JSON decodes first.
+    Ok(match conn.recv_raw().await? {
+        RawIncoming::Text(t) => {
+            let t = t.as_str();
             if let Some(body) = t.strip_prefix("42") {
                 match serde_json::from_str::<MessageEvent>(body) {
                     Ok(MessageEvent(event, _, payload)) if event == "message" => Inbound::Message {
@@ -133,7 +136,7 @@ pub(super) async fn recv(conn: &mut Connection) -> Result<Inbound, TransportErro
             } else if t == "2" {
                 conn.send_text("3").await?;
                 Inbound::Other
-            } else if let Some(id) = ack_id(&t) {
+            } else if let Some(id) = ack_id(t) {
                 Inbound::Ack { id, offset: 0 }
             } else if t == "41" || t.starts_with('1') {
                 Inbound::Closed {
@@ -144,8 +147,8 @@ pub(super) async fn recv(conn: &mut Connection) -> Result<Inbound, TransportErro
                 Inbound::Other
             }
         }
-        Incoming::Closed { code, reason } => Inbound::Closed { code, reason },
-        _ => Inbound::Other,
+        RawIncoming::Closed { code, reason } => Inbound::Closed { code, reason },
+        RawIncoming::Binary(_) => Inbound::Other,
     })
 }
 
