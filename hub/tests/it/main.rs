@@ -20,4 +20,5 @@ mod reconnect;
 mod recovery;
 mod redis_broker;
 mod rest;
+mod rolling;
 mod seed;
