@@ -2,6 +2,7 @@
 
 mod activity;
 mod api;
+mod assets;
 mod error;
 mod ops;
 mod ws;
@@ -19,7 +20,11 @@ pub use error::ApiError;
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.limits.max_frame_bytes;
     Router::new()
-        .route("/", get(ops::index))
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::app_js))
+        .route("/app.css", get(assets::app_css))
+        .route("/teamhub.js", get(assets::library))
+        .route("/teamhub.d.ts", get(assets::types))
         .route("/ws", get(ws::connect))
         .route("/ws/{team}", get(ws::connect_seed))
         .route("/healthz", get(ops::healthz))

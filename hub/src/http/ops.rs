@@ -1,10 +1,10 @@
-//! `/healthz`, `/readyz`, `/metrics` and the index page.
+//! `/healthz`, `/readyz` and `/metrics`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use teamhub_protocol::ErrorCode;
 
 use super::ApiError;
@@ -32,8 +32,4 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         node.metrics.render(),
     )
         .into_response()
-}
-
-pub async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod activity;
 mod activity_api;
+mod assets;
 mod bad_input;
 mod cluster;
 mod drain;

@@ -1,0 +1,108 @@
+// The demo page in headless Chromium against a real node process.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+
+import { Hub, browser, openPage, online, screenshot, until, WAIT_MS } from "./harness.js";
+
+let b;
+const hubs = [];
+before(async () => { b = await browser(); });
+after(async () => {
+  await b?.close();
+  for (const h of hubs) h.kill();
+});
+
+async function hub(opts) {
+  const h = new Hub(opts);
+  hubs.push(h);
+  return h.start();
+}
+
+const pageUrl = (h, token, team, extra = "") => `${h.origin}/?token=${encodeURIComponent(token)}&team=${team}${extra}`;
+const presenceItem = (page, user) => page.locator(`#presence li[data-user="${user}"]`);
+
+test("the development-mode banner's URL opens a working page", async () => {
+  const h = await hub({ secret: null });
+  const url = await until("the banner", () => h.stderr.match(/demo page:\s+(\S+)/)?.[1]);
+  const page = await openPage(b, url);
+  await online(page);
+  await presenceItem(page, "dev").waitFor({ timeout: WAIT_MS });
+  assert.match(await page.locator("#whoami").textContent(), /Developer · owner/);
+  await screenshot(page, "dev-mode");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("two windows see each other's presence, status and messages", async () => {
+  const h = await hub();
+  const ann = await openPage(b, pageUrl(h, h.token("ann", { demo: "editor" }, "Ann"), "demo"));
+  await online(ann);
+  const bob = await openPage(b, pageUrl(h, h.token("bob", { demo: "editor" }, "Bob"), "demo", "&status=busy"));
+  await online(bob);
+
+  await presenceItem(ann, "bob").waitFor({ timeout: WAIT_MS });
+  await presenceItem(bob, "ann").waitFor({ timeout: WAIT_MS });
+  assert.equal(await presenceItem(ann, "bob").locator(".status").textContent(), "busy");
+  assert.equal(await presenceItem(ann, "bob").locator(".conns").textContent(), "×1");
+  assert.equal(await ann.locator("#online-count").textContent(), "2");
+
+  // A second window of Bob's counts as a second connection, not a second person
+  // (shown from the next snapshot: here, a third person's join reply).
+  const bob2 = await openPage(b, pageUrl(h, h.token("bob", { demo: "editor" }, "Bob"), "demo"));
+  await online(bob2);
+  const cat = await openPage(b, pageUrl(h, h.token("cat", { demo: "viewer" }, "Cat"), "demo"));
+  await online(cat);
+  await cat.locator('#presence li[data-user="bob"] .conns', { hasText: "×2" }).waitFor({ timeout: WAIT_MS });
+  await presenceItem(ann, "cat").waitFor({ timeout: WAIT_MS });
+  assert.equal(await ann.locator("#online-count").textContent(), "3");
+  await screenshot(cat, "two-windows-cat");
+  await cat.context().close();
+  await presenceItem(ann, "cat").waitFor({ state: "detached", timeout: WAIT_MS });
+  await bob2.context().close();
+
+  await ann.fill("#text", "hello from Ann");
+  await ann.press("#text", "Enter");
+  await bob.locator("#feed li.chat", { hasText: "hello from Ann" }).waitFor({ timeout: WAIT_MS });
+  await ann.locator("#feed li.chat", { hasText: "hello from Ann" }).waitFor({ timeout: WAIT_MS });
+  await bob.fill("#text", "hi Ann");
+  await bob.click("#send");
+  await ann.locator("#feed li.chat", { hasText: "hi Ann" }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await ann.locator("#feed li.chat .who").last().textContent(), "Bob");
+
+  await screenshot(ann, "two-windows-ann");
+  await screenshot(bob, "two-windows-bob");
+  await bob.context().close();
+  await presenceItem(ann, "bob").waitFor({ state: "detached", timeout: WAIT_MS });
+  assert.deepEqual(ann.errors, []);
+  await ann.context().close();
+});
+
+test("after a node restart the page reconnects and carries on without a reload", async () => {
+  const h = await hub();
+  const ann = h.token("ann", { demo: "editor" }, "Ann");
+  const bob = h.token("bob", { demo: "editor" }, "Bob");
+  const page = await openPage(b, pageUrl(h, ann, "demo"));
+  await online(page);
+  const pageId = await page.evaluate(() => window.teamhubPageId);
+  assert.equal((await h.rest("POST", "/teams/demo/messages", bob, { type: "chat.message", data: { text: "before" } })).status, 200);
+  await page.locator("#feed li.chat", { hasText: "before" }).waitFor({ timeout: WAIT_MS });
+
+  const exit = await h.stop();
+  assert.equal(exit.code, 0);
+  await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: WAIT_MS });
+  await screenshot(page, "restart-reconnecting");
+  await h.start();
+  await online(page);
+  await presenceItem(page, "ann").waitFor({ timeout: WAIT_MS });
+  // A single node starts a new epoch: the page is told and reloads what it can.
+  await page.locator("#feed li.system", { hasText: "Reconnected" }).waitFor({ timeout: WAIT_MS });
+  assert.equal((await h.rest("POST", "/teams/demo/messages", bob, { type: "chat.message", data: { text: "after" } })).status, 200);
+  await page.locator("#feed li.chat", { hasText: "after" }).waitFor({ timeout: WAIT_MS });
+  await page.fill("#text", "still here");
+  await page.press("#text", "Enter");
+  await page.locator("#feed li.chat", { hasText: "still here" }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.evaluate(() => window.teamhubPageId), pageId, "the page was not reloaded");
+  await screenshot(page, "restart-recovered");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

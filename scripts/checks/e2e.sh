@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Browser checks: the client library's unit tests (node, no browser), then the demo
+# page end to end in headless Chromium (Debian's package, driven by playwright-core)
+# against a freshly built `teamhub`. Installs what is missing; fails, never skips.
+# Screenshots land in target/e2e-artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing node and npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
+log "npm ci (clients/browser)"
+(cd clients/browser && npm ci --no-audit --no-fund)
+
+log "building teamhub"
+cargo build -p teamhub --locked
+
+export TEAMHUB_BIN="$PWD/target/debug/teamhub"
+export TEAMHUB_E2E_ARTIFACTS="$PWD/target/e2e-artifacts"
+rm -rf "$TEAMHUB_E2E_ARTIFACTS"
+
+log "browser library unit tests"
+(cd clients/browser && node --test test/)
+
+log "end-to-end tests in headless chromium"
+(cd clients/browser && node --test --test-concurrency=1 e2e/)
+echo "screenshots: $TEAMHUB_E2E_ARTIFACTS"
