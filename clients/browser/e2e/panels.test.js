@@ -1,0 +1,57 @@
+// The demo page's REST-fed panels (pattern library, activity log) in headless Chromium
+// against a real node process.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { Hub, browser, openPage, online, screenshot, until, WAIT_MS } from "./harness.js";
+
+let b;
+const hubs = [];
+before(async () => { b = await browser(); });
+after(async () => {
+  await b?.close();
+  for (const h of hubs) h.kill();
+});
+
+async function hub(opts) {
+  const h = new Hub(opts);
+  hubs.push(h);
+  return h.start();
+}
+
+const pageUrl = (h, token, team, extra = "") => `${h.origin}/?token=${encodeURIComponent(token)}&team=${team}${extra}`;
+
+test("admins filter the activity log and export it as CSV", async () => {
+  const h = await hub();
+  const owner = h.token("olga", { demo: "owner" }, "Olga");
+  const editor = h.token("ed", { demo: "editor" });
+  for (const text of ["one", "two"]) {
+    assert.equal((await h.rest("POST", "/teams/demo/messages", editor, { type: "chat.message", data: { text } })).status, 200);
+  }
+  assert.equal((await h.rest("POST", "/teams/demo/messages", editor, { type: "deploy.done", data: { v: 3 } })).status, 200);
+  const page = await openPage(b, pageUrl(h, owner, "demo"));
+  await online(page);
+  assert.equal(await page.locator("#activity").isVisible(), true);
+  // The log is written asynchronously: filter until the rows are there.
+  await page.fill('#activity-filters input[name="action"]', "chat.message");
+  await until("two chat.message rows", async () => {
+    await page.click('#activity-filters button[type="submit"]');
+    return (await page.locator("#activity-rows tr").count()) === 2;
+  });
+  assert.deepEqual(await page.locator("#activity-rows tr td:nth-child(3)").allTextContents(), ["chat.message", "chat.message"]);
+  await screenshot(page, "activity");
+
+  const [download] = await Promise.all([page.waitForEvent("download", { timeout: WAIT_MS }), page.click("#export")]);
+  const csv = readFileSync(await download.path(), "utf8").trim().split(/\r?\n/);
+  assert.match(csv[0], /^id,team,user,action,/);
+  assert.equal(csv.length, 3, csv.join("\n"));
+  assert.ok(csv.slice(1).every((line) => line.includes("chat.message")));
+
+  // An editor has no activity panel.
+  const ed = await openPage(b, pageUrl(h, editor, "demo"));
+  await online(ed);
+  assert.equal(await ed.locator("#activity").isVisible(), false);
+  await ed.context().close();
+  await page.context().close();
+});
