@@ -109,7 +109,11 @@ export interface TeamhubEvents {
   presence: { team: string; presence: PresenceMap } & PresenceChange;
   kicked: { team: string; reason: "revoked" | "role_removed" };
   error: Error;
-  /** `delayMs` is null when the client stops for good (1008, 1009, 4008, 4001 without refreshToken). */
+  /**
+   * `delayMs` is null when the client stops for good (1008, 1009, 4008, and 4001 or a
+   * refused token without refreshToken). `code` is 401 when the socket never opened and
+   * the node refuses the token over REST (a browser cannot see the handshake's status).
+   */
   close: { code: number; reason: string; advice: CloseAdvice; delayMs: number | null };
   token: { exp: number };
 }
@@ -125,6 +129,8 @@ export interface TeamhubOptions {
   refreshMarginMs?: number;
   backoff?: Omit<BackoffOptions, "random">;
   requestTimeoutMs?: number;
+  /** Used to tell a refused token from a node that is down after a failed handshake; default: global fetch. */
+  fetch?: typeof fetch;
   /** A WebSocket constructor, for runtimes without a global one. */
   WebSocket?: typeof WebSocket;
 }

@@ -162,7 +162,8 @@ export function socketUrl(base, token) {
  * - `presence` `{team, presence, joins, leaves, reset}`
  * - `kicked`   `{team, reason}`
  * - `error`    a `TeamhubError` that answers no request, or a refresh failure
- * - `close`    `{code, reason, advice, delayMs}` (`delayMs` null when stopping)
+ * - `close`    `{code, reason, advice, delayMs}` (`delayMs` null when stopping; code
+ *               401 when the handshake failed and the node refuses the token)
  * - `token`    `{exp}` after a successful refresh
  */
 export class TeamhubClient {
@@ -175,6 +176,7 @@ export class TeamhubClient {
     this.backoff = { baseMs: 250, capMs: 30000, ...(options.backoff || {}) };
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10000;
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._listeners = new Map();
     this._pending = new Map();
     this._nextId = 1;
@@ -356,7 +358,7 @@ export class TeamhubClient {
       return;
     }
     this._ws = ws;
-    ws.onopen = () => this._onOpen(ws);
+    ws.onopen = () => { ws.teamhubOpened = true; this._onOpen(ws); };
     ws.onmessage = (e) => this._onFrame(e.data);
     ws.onclose = (e) => this._onClose(ws, e.code, e.reason);
   }
@@ -420,6 +422,13 @@ export class TeamhubClient {
     this._failPending(new TeamhubError("closed", `connection closed (${code})`));
     if (this._stopped) return;
     let advice = closeAdvice(code);
+    // A browser cannot see why a handshake failed: a refused token (401) looks like a
+    // node that is down. Ask the REST API with the same token to tell them apart.
+    if (!ws.teamhubOpened && (await this._tokenRefused())) {
+      code = 401;
+      reason = "token refused";
+      advice = "refresh";
+    }
     if (advice === "refresh") {
       if (!this.refreshToken) {
         advice = "stop";
@@ -434,6 +443,23 @@ export class TeamhubClient {
       }
     }
     this._scheduleReconnect(code, reason, advice);
+  }
+
+  /** True when the node answers 401 to this token over REST (false when unreachable). */
+  async _tokenRefused() {
+    if (!this._fetch) return false;
+    const base = new URL(this.url);
+    if (base.protocol === "ws:") base.protocol = "http:";
+    if (base.protocol === "wss:") base.protocol = "https:";
+    const team = [...this._teams.keys()][0] ?? "_";
+    try {
+      const res = await this._fetch(new URL(`/api/v1/teams/${encodeURIComponent(team)}/presence`, base), {
+        headers: { Authorization: `Bearer ${this._currentToken()}` },
+      });
+      return res.status === 401;
+    } catch {
+      return false;
+    }
   }
 
   _scheduleReconnect(code, reason, advice) {

@@ -61,12 +61,14 @@ function start() {
   client.on("joined", onJoined);
   client.on("kicked", ({ team: t, reason }) => system(`You left ${t}: ${reason}.`));
   client.on("close", ({ code, delayMs }) => {
-    if (delayMs === null) system(`Disconnected (${code}); not reconnecting.`);
+    if (delayMs === null) {
+      system(code === 401 ? "The node refused this token; paste a new one." : `Disconnected (${code}); not reconnecting.`);
+    }
   });
   client.on("error", (e) => console.warn("teamhub:", e));
   client.connect().then(
     () => client.join(team, { meta: { status: $("mystatus").value } }),
-  ).catch((e) => system(`Could not join ${team}: ${e.message}`));
+  ).catch((e) => { if (client.state !== "stopped") system(`Could not join ${team}: ${e.message}`); });
 }
 
 function setStatus(s) {

@@ -106,3 +106,12 @@ test("after a node restart the page reconnects and carries on without a reload",
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test("a refused token stops the page instead of retrying forever", async () => {
+  const h = await hub();
+  const page = await openPage(b, pageUrl(h, "not-a-token", "demo"));
+  await page.waitForSelector('#status[data-state="stopped"]', { timeout: WAIT_MS });
+  await page.locator("#feed li.system", { hasText: "refused this token" }).waitFor({ timeout: WAIT_MS });
+  await screenshot(page, "refused-token");
+  await page.context().close();
+});

@@ -196,3 +196,33 @@ test("a request is answered by the reply with its id, an error rejects with its 
   await assert.rejects(b, (e) => e.code === "forbidden");
   client.close();
 });
+
+test("a handshake that fails is told apart from a refused token over REST", async () => {
+  const asked = [];
+  let status = 401;
+  const fetch = async (url, init) => { asked.push([String(url), init.headers.Authorization]); return { status }; };
+  const client = new TeamhubClient({ url: "http://hub.test", token: "bad", WebSocket: FakeSocket, fetch });
+  const closes = [];
+  client.on("close", (c) => closes.push(c));
+  const s = nextSocket();
+  const connected = client.connect();
+  (await s).serverClose(1006);
+  await assert.rejects(connected, (e) => e.code === "closed");
+  assert.deepEqual(asked, [["http://hub.test/api/v1/teams/_/presence", "Bearer bad"]]);
+  assert.equal(closes[0].code, 401);
+  assert.equal(closes[0].delayMs, null, "no refreshToken: stop");
+  assert.equal(client.state, "stopped");
+
+  // A node that is down (or answers anything but 401) is retried with backoff.
+  status = 200;
+  const retrying = new TeamhubClient({ url: "http://hub.test", token: "tok", WebSocket: FakeSocket, fetch, backoff: { baseMs: 1, capMs: 1 } });
+  const first = nextSocket();
+  retrying.connect().catch(() => {});
+  const again = new Promise((r) => retrying.on("close", r));
+  (await first).serverClose(1006);
+  const c = await again;
+  assert.equal(c.code, 1006);
+  assert.equal(c.advice, "backoff");
+  assert.notEqual(c.delayMs, null);
+  retrying.close();
+});
