@@ -401,7 +401,10 @@ export class TeamhubClient {
       }
       case "kicked": {
         const t = this._teams.get(f.team);
-        if (t) t.joined = false;
+        if (t) {
+          t.joined = false;
+          t.presence.reset([]);
+        }
         this.positions.forget(f.team);
         this._emit("kicked", { team: f.team, reason: f.reason });
         break;

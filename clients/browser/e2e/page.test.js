@@ -69,6 +69,10 @@ test("two windows see each other's presence, status and messages", async () => {
   await ann.locator("#feed li.chat", { hasText: "hi Ann" }).waitFor({ timeout: WAIT_MS });
   assert.equal(await ann.locator("#feed li.chat .who").last().textContent(), "Bob");
 
+  // A status chosen in the header reaches the others as presence meta.
+  await ann.selectOption("#mystatus", "away");
+  await bob.locator('#presence li[data-user="ann"] .status', { hasText: "away" }).waitFor({ timeout: WAIT_MS });
+
   await screenshot(ann, "two-windows-ann");
   await screenshot(bob, "two-windows-bob");
   await bob.context().close();
