@@ -132,6 +132,9 @@ enum Command {
 #[derive(Default)]
 struct Shared {
     positions: Mutex<HashMap<TeamId, Since>>,
+    /// The presence `meta` of each team's last successful join, for a reconnect to
+    /// send again.
+    metas: Mutex<HashMap<TeamId, serde_json::Value>>,
     closed: Mutex<Option<(Option<u16>, String)>>,
 }
 
@@ -158,6 +161,15 @@ impl Shared {
 
     fn forget(&self, team: &TeamId) {
         self.positions.lock().unwrap().remove(team);
+        self.metas.lock().unwrap().remove(team);
+    }
+
+    fn record_meta(&self, team: &TeamId, meta: Option<serde_json::Value>) {
+        let mut metas = self.metas.lock().unwrap();
+        match meta {
+            Some(meta) => metas.insert(team.clone(), meta),
+            None => metas.remove(team),
+        };
     }
 
     fn closed_error(&self) -> ClientError {
@@ -260,7 +272,8 @@ impl Client {
     /// The new client starts with all of the old positions. A team whose join fails on
     /// a transient error (the new connection died too) keeps its old position, so the
     /// next `reconnect` tries it again; a team the server refused (its grant is gone) is
-    /// forgotten. Presence `meta` given at the original join is not re-sent.
+    /// forgotten. Each team is joined with the presence `meta` of its last successful
+    /// join.
     ///
     /// Errors: the connection's failure, when no attempt succeeded (see
     /// [`Client::connect_retrying`]).
@@ -274,6 +287,7 @@ impl Client {
         }
         let mut positions = self.positions();
         positions.sort_by(|a, b| a.0.cmp(&b.0));
+        let metas = self.shared.metas.lock().unwrap().clone();
         let client = Client::connect_retrying(opts, self.options.clone(), delays).await?;
         client
             .shared
@@ -281,6 +295,7 @@ impl Client {
             .lock()
             .unwrap()
             .extend(positions.iter().cloned());
+        client.shared.metas.lock().unwrap().extend(metas.clone());
         let mut teams = Vec::with_capacity(positions.len());
         for (team, since) in positions {
             let result = client
@@ -288,7 +303,7 @@ impl Client {
                     &team,
                     JoinOptions {
                         since: Some(since.clone()),
-                        meta: None,
+                        meta: metas.get(&team).cloned(),
                     },
                 )
                 .await;
@@ -344,7 +359,8 @@ impl Client {
     }
 
     /// Joins `team` (again: a second join answers with a fresh snapshot). The reply's
-    /// `missed` holds the messages after `opts.since` when `recovered` is true.
+    /// `missed` holds the messages after `opts.since` when `recovered` is true. The
+    /// `meta` is remembered for [`Client::reconnect`].
     pub async fn join(
         &self,
         team: impl AsRef<str>,
@@ -361,7 +377,10 @@ impl Client {
             meta,
         });
         match self.reply_body("join", op).await? {
-            ReplyBody::Join(reply) => Ok(reply),
+            ReplyBody::Join(reply) => {
+                self.shared.record_meta(&reply.team, opts.meta);
+                Ok(reply)
+            }
             other => Err(unexpected("join", &other)),
         }
     }

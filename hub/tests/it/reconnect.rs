@@ -108,7 +108,14 @@ async fn reconnect_retries_through_a_restart_and_rejoins_every_team_with_since()
     .await
     .unwrap();
     let mut events = client.events();
-    for team in ["kept", "trimmed", "revoked"] {
+    // `kept` is joined with presence meta, which the reconnect must send again.
+    let meta = json!({"doc": "plan.md"});
+    let with_meta = JoinOptions {
+        meta: Some(meta.clone()),
+        ..JoinOptions::default()
+    };
+    client.join("kept", with_meta).await.unwrap();
+    for team in ["trimmed", "revoked"] {
         client.join(team, JoinOptions::default()).await.unwrap();
     }
     publish("kept", 2).await;
@@ -178,6 +185,15 @@ async fn reconnect_retries_through_a_restart_and_rejoins_every_team_with_since()
     let reply = kept.result.as_ref().unwrap();
     let missed: Vec<u64> = reply.missed.iter().map(|m| m.offset).collect();
     assert_eq!(missed, [3, 4], "exactly what came after since");
+    let ann = |reply: &teamhub_client::protocol::JoinReply| {
+        let entry = reply.presence.iter().find(|e| e.user.as_str() == "ann");
+        entry
+            .expect("ann is present")
+            .meta
+            .clone()
+            .map(serde_json::Value::Object)
+    };
+    assert_eq!(ann(reply), Some(meta), "the join's meta is sent again");
 
     let revoked = &r.teams[1];
     assert!(!revoked.recovered());
@@ -190,6 +206,7 @@ async fn reconnect_retries_through_a_restart_and_rejoins_every_team_with_since()
     assert!(!trimmed.recovered(), "history no longer covers since");
     let reply = trimmed.result.as_ref().unwrap();
     assert_eq!((reply.offset, reply.missed.len()), (7, 0));
+    assert_eq!(ann(reply), None, "joined without meta, rejoined without");
 
     // Positions carry on from the replies; a refused team is forgotten.
     let client = r.client;
