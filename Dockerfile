@@ -3,7 +3,7 @@
 # teamhub: one stateless node per container.
 #
 #   docker build -t teamhub .
-#   docker run --rm -p 8080:8080 --read-only --tmpfs /var/lib/teamhub \
+#   docker run --rm -p 8080:8080 --read-only --tmpfs /var/lib/teamhub:uid=10001,gid=10001 \
 #     -e TEAMHUB_JWT_SECRET="$(openssl rand -hex 32)" teamhub
 #
 # The image listens on 0.0.0.0:8080, which the node accepts only with a JWT key
