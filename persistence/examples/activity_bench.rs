@@ -104,10 +104,10 @@ fn user_name(u: usize) -> UserId {
     UserId::new(&format!("user-{u:02}")).unwrap()
 }
 
-/// The `i`-th row of `team`, created `i` seconds after `start` (so the large team's
-/// 200,000 rows span ~2.3 days and a small team's rows interleave with it).
-fn row(team: &TeamId, i: usize, start: OffsetDateTime) -> ActivityEvent {
-    let at = start + time::Duration::seconds(i as i64);
+/// The `i`-th row of `team` (user `i % 20`, action `i % 8`), created `secs` seconds
+/// after `start`.
+fn row(team: &TeamId, i: usize, secs: usize, start: OffsetDateTime) -> ActivityEvent {
+    let at = start + time::Duration::seconds(secs as i64);
     let nanos = at.unix_timestamp_nanos();
     let ts = Timestamp::from_unix(
         NoContext,
@@ -161,7 +161,9 @@ async fn seed(db: &Database, start: OffsetDateTime) -> anyhow_like::Result {
             per_small + usize::from(t <= (ROWS - BIG_TEAM_ROWS) % (TEAMS - 1))
         };
         for i in 0..n {
-            batch.push(row(&team, i * if t == 0 { 1 } else { 250 }, start));
+            // The large team's rows are a second apart, a small team's 250 s: both
+            // span ~2.3 days and interleave.
+            batch.push(row(&team, i, i * if t == 0 { 1 } else { 250 }, start));
             if batch.len() == batch.capacity() {
                 flush(&mut batch).await?;
             }
@@ -466,7 +468,9 @@ async fn writer_run(name: &str, db: &Database, max_batch: usize) -> anyhow_like:
     );
     let team = team_name(max_batch);
     let start = OffsetDateTime::now_utc();
-    let events: Vec<ActivityEvent> = (0..WRITER_EVENTS).map(|i| row(&team, i, start)).collect();
+    let events: Vec<ActivityEvent> = (0..WRITER_EVENTS)
+        .map(|i| row(&team, i, i, start))
+        .collect();
     let began = Instant::now();
     for e in events {
         writer.record(e);

@@ -12,6 +12,8 @@ mod claims;
 mod codes;
 mod frames;
 mod ids;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod rest;
 mod role;
 

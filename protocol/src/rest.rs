@@ -4,15 +4,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{ErrorCode, MessageFrame, MessageType, PresenceEntry, TeamId};
+use crate::{ErrorCode, MessageFrame, MessageType, PresenceEntry, TeamId, UserId};
 
 /// `{"error":{"code":CODE,"message":TEXT}}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -20,19 +22,24 @@ pub struct ErrorDetail {
 
 /// `POST /api/v1/teams/{team}/messages`
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishRequest {
     #[serde(rename = "type")]
     pub ty: MessageType,
+    /// Any JSON value.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub data: Box<RawValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishResponse {
     pub offset: u64,
 }
 
 /// `GET /api/v1/teams/{team}/presence`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceResponse {
     pub team: TeamId,
     pub presence: Vec<PresenceEntry>,
@@ -40,6 +47,7 @@ pub struct PresenceResponse {
 
 /// `GET /api/v1/teams/{team}/history`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryResponse {
     pub team: TeamId,
     pub epoch: String,
@@ -49,10 +57,44 @@ pub struct HistoryResponse {
 
 /// A message as it appears in history: a `message` frame, `op` included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryMessage {
     pub op: String,
     #[serde(flatten)]
     pub message: MessageFrame,
+}
+
+/// `GET /api/v1/teams/{team}/activity` (`format=json`): one page, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActivityPageResponse {
+    pub items: Vec<ActivityRow>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One activity log entry (PROTOCOL.md section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActivityRow {
+    /// UUID v7 (time-ordered).
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub id: String,
+    pub team: TeamId,
+    pub user: UserId,
+    /// A message type, or one of the hub's own actions (`presence.joined`, ...).
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// Any JSON value: a message's data, verbatim.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
+    pub metadata: Value,
+    /// The client's address (`203.0.113.7`, `2001:db8::1`).
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// RFC 3339, UTC, microseconds: `2025-01-31T09:05:03.000120Z`.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub created_at: String,
 }
 
 /// Free-form JSON, for bodies whose shape the caller decides.

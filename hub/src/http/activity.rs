@@ -20,13 +20,14 @@ use serde::Serialize;
 use teamhub_persistence::{
     ActivityPage, ActivityQuery, ActivityReader, ActivityRow, Cursor, MAX_PAGE,
 };
+use teamhub_protocol::rest::ActivityPageResponse;
 use teamhub_protocol::{Action, ErrorCode, MessageType, TeamId, UserId};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::ApiError;
 use super::api::team_id;
 use super::ws::authenticate;
+use super::{ApiError, openapi};
 use crate::error::OpError;
 use crate::node::Node;
 
@@ -57,6 +58,23 @@ pub enum Format {
 }
 
 /// `GET /api/v1/teams/{team}/activity`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/activity",
+    tag = "activity",
+    summary = "The team's activity log, newest first, as pages or a streamed export (admin)",
+    params(("team" = TeamId, Path, description = "The team"), openapi::ActivityParams),
+    responses(
+        (status = 200, description = "A page (`format=json`), or every matching row \
+            (`format=csv` with a header line, `format=ndjson` one row per line)",
+            content(
+                (ActivityPageResponse = "application/json"),
+                (String = "text/csv"),
+                (String = "application/x-ndjson"),
+            )),
+        openapi::Errors,
+    )
+)]
 pub async fn activity(
     State(node): State<Arc<Node>>,
     Path(team): Path<String>,

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use teamhub_protocol::rest::{PresenceResponse, PublishRequest, PublishResponse};
+use teamhub_protocol::rest::{HistoryResponse, PresenceResponse, PublishRequest, PublishResponse};
 use teamhub_protocol::{Action, ErrorCode, TeamId};
 
-use super::ApiError;
 use super::ws::{authenticate, client_info};
+use super::{ApiError, openapi};
 use crate::error::OpError;
 use crate::node::{Node, Outgoing};
 
@@ -52,6 +52,19 @@ fn json_body<'a, T: serde::Deserialize<'a>>(
 }
 
 /// `POST /api/v1/teams/{team}/messages`
+#[utoipa::path(
+    post,
+    path = "/api/v1/teams/{team}/messages",
+    tag = "messages",
+    summary = "Publish a message to the team as the caller (editor)",
+    params(("team" = TeamId, Path, description = "The team")),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Published; its offset in the team", body = PublishResponse),
+        openapi::Errors,
+        openapi::TooLarge,
+    )
+)]
 pub async fn publish(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -83,6 +96,17 @@ pub async fn publish(
 }
 
 /// `GET /api/v1/teams/{team}/presence`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/presence",
+    tag = "presence",
+    summary = "Who is present in the team (viewer)",
+    params(("team" = TeamId, Path, description = "The team")),
+    responses(
+        (status = 200, description = "The team's presence", body = PresenceResponse),
+        openapi::Errors,
+    )
+)]
 pub async fn presence(
     State(node): State<Arc<Node>>,
     Path(team): Path<String>,
@@ -137,6 +161,17 @@ fn history_query(query: Option<&str>) -> Result<(u64, usize), ApiError> {
 }
 
 /// `GET /api/v1/teams/{team}/history?since=O&limit=L`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/history",
+    tag = "history",
+    summary = "Messages after an offset still in history, oldest first (viewer)",
+    params(("team" = TeamId, Path, description = "The team"), openapi::HistoryParams),
+    responses(
+        (status = 200, description = "The messages", body = HistoryResponse),
+        openapi::Errors,
+    )
+)]
 pub async fn history(
     State(node): State<Arc<Node>>,
     Path(team): Path<String>,

@@ -4,6 +4,7 @@ mod activity;
 mod api;
 mod assets;
 mod error;
+mod openapi;
 mod ops;
 mod ws;
 
@@ -34,6 +35,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/teams/{team}/presence", get(api::presence))
         .route("/api/v1/teams/{team}/history", get(api::history))
         .route("/api/v1/teams/{team}/activity", get(activity::activity))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)

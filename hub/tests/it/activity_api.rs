@@ -199,6 +199,11 @@ async fn rows_and_filters(db: Db) {
     let token = admin(&hub, "t");
     let path = "/api/v1/teams/t/activity";
 
+    // The body is the contract's type (as the OpenAPI document describes it).
+    let page = get_json(&hub, path, &token).await;
+    let typed: teamhub_protocol::rest::ActivityPageResponse =
+        serde_json::from_value(page.clone()).expect("a page decodes as ActivityPageResponse");
+    assert_eq!(serde_json::to_value(&typed).unwrap(), page);
     let all = walk(&hub, &format!("{path}?limit=7"), &token).await;
     assert_eq!(all.len(), 31);
     let newest = &all[0];

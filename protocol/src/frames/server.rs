@@ -108,12 +108,14 @@ pub struct RefreshReply {
 /// A message published to a team. In `missed` lists and REST history it also carries
 /// `"op":"message"`, so the same bytes serve every place a message appears.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageFrame {
     pub team: TeamId,
     pub offset: u64,
     #[serde(rename = "type")]
     pub ty: MessageType,
     pub user: UserId,
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub data: Value,
     /// RFC 3339, UTC, milliseconds: `2026-01-02T03:04:05.678Z`.
     pub ts: String,
@@ -128,11 +130,13 @@ pub struct PresenceDiff {
 
 /// One user present in a team.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceEntry {
     pub user: UserId,
     pub name: Option<String>,
     /// Live connections of this user in the team, across nodes.
     pub conns: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub meta: Option<serde_json::Map<String, Value>>,
 }
 

@@ -1,0 +1,192 @@
+//! The OpenAPI 3 document of the REST API, generated from the handlers' `#[utoipa::path]`
+//! annotations and the body types of `teamhub_protocol::rest`, served at
+//! `GET /api/v1/openapi.json`.
+//!
+//! Adding an endpoint: annotate its handler with `#[utoipa::path(...)]` (errors with
+//! [`ErrorBody`], see the existing handlers) and add the handler to the one `paths(...)`
+//! list below. `scripts/checks/openapi-fuzz.sh` then fuzzes it against a real node.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use teamhub_protocol::rest::ErrorBody;
+use teamhub_protocol::{MessageType, TeamId, UserId};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{activity, api};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "teamhub REST API",
+        description = "REST API of a teamhub node (wire contract version 1). Every \
+                       endpoint takes `Authorization: Bearer <token>` (a JWT or an API \
+                       key) and answers errors as `{\"error\":{\"code\",\"message\"}}`.",
+    ),
+    paths(
+        api::publish,
+        api::presence,
+        api::history,
+        activity::activity,
+    ),
+    components(schemas(ErrorBody, ActivityFormat)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "messages", description = "Publishing to a team"),
+        (name = "presence", description = "Who is online"),
+        (name = "history", description = "Recent messages"),
+        (name = "activity", description = "The team's activity log"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The error answers every endpoint can give, with the contract's error body.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Errors {
+    /// Malformed request: a team id, parameter or body the contract does not allow.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing, malformed, expired or unknown token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token's role in the team does not allow this (or it has none).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// A backing service (broker, database) is unreachable; retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The answer to a body over the size limit.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum TooLarge {
+    /// The body is larger than the node's limit (`--max-frame-bytes`).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+}
+
+/// Query of `GET /api/v1/teams/{team}/history` (documentation only; `api.rs` parses).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HistoryParams {
+    /// Messages with an offset greater than this (default 0; any unsigned 64-bit
+    /// integer).
+    #[param(format = "uint64", minimum = 0)]
+    since: Option<u64>,
+    /// At most this many messages (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Query of `GET /api/v1/teams/{team}/activity` (documentation only; `activity.rs`
+/// parses).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ActivityParams {
+    /// Only rows of this user.
+    user: Option<UserId>,
+    /// Only rows with this action (a message type or a hub action).
+    action: Option<MessageType>,
+    /// Only rows with this resource type.
+    #[param(value_type = Option<TeamId>)]
+    resource_type: Option<String>,
+    /// Rows created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Rows created before this RFC 3339 time.
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100; `format=json` only).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `json` (default) pages; `csv` and `ndjson` stream every matching row.
+    format: Option<ActivityFormat>,
+}
+
+/// The `format` of an activity request.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ActivityFormat {
+    Json,
+    Csv,
+    Ndjson,
+}
+
+/// Declares the bearer scheme every operation uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A JWT or an API key (`thk_...`)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        doc.to_json().expect("the OpenAPI document serialises")
+    })
+}
+
+/// `GET /api/v1/openapi.json` (no token needed: it describes, it does not expose).
+pub async fn serve() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        document(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_lists_every_endpoint_with_error_bodies() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, method) in [
+            ("/api/v1/teams/{team}/messages", "post"),
+            ("/api/v1/teams/{team}/presence", "get"),
+            ("/api/v1/teams/{team}/history", "get"),
+            ("/api/v1/teams/{team}/activity", "get"),
+        ] {
+            let op = &paths[path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            for status in ["400", "401", "403"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}
