@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use teamhub_protocol::rest::{
-    ErrorBody, HistoryResponse, PresenceResponse, PublishRequest, PublishResponse,
+    ActivityPageResponse, ErrorBody, HistoryResponse, PresenceResponse, PublishRequest,
+    PublishResponse,
 };
 use teamhub_protocol::{
     ClientFrame, ClientOp, ErrorCode, KickReason, ReplyBody, SeedFrame, SeedPublish, ServerFrame,
@@ -38,6 +39,7 @@ enum Codec {
     RestPublishResponse,
     RestPresence,
     RestHistory,
+    RestActivityPage,
 }
 
 /// Every fixture, by path under `fixtures/`, with its codec.
@@ -80,6 +82,7 @@ const FIXTURES: &[(&str, Codec)] = &[
     ),
     ("server/rest_presence_response.json", Codec::RestPresence),
     ("server/rest_history_response.json", Codec::RestHistory),
+    ("server/rest_activity_page.json", Codec::RestActivityPage),
 ];
 
 fn fixtures_dir() -> PathBuf {
@@ -112,6 +115,7 @@ fn round_trip(codec: Codec, text: &str) -> Value {
         Codec::RestPublishResponse => serde_round_trip::<PublishResponse>(text),
         Codec::RestPresence => serde_round_trip::<PresenceResponse>(text),
         Codec::RestHistory => serde_round_trip::<HistoryResponse>(text),
+        Codec::RestActivityPage => serde_round_trip::<ActivityPageResponse>(text),
     }
 }
 
