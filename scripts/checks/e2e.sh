@@ -30,8 +30,8 @@ export TEAMHUB_E2E_ARTIFACTS="$PWD/target/e2e-artifacts"
 rm -rf "$TEAMHUB_E2E_ARTIFACTS"
 
 log "browser library unit tests"
-(cd clients/browser && node --test test/)
+(cd clients/browser && node --test --test-timeout=60000 test/)
 
 log "end-to-end tests in headless chromium"
-(cd clients/browser && node --test --test-concurrency=1 e2e/)
+(cd clients/browser && node --test --test-concurrency=1 --test-timeout=120000 e2e/)
 echo "screenshots: $TEAMHUB_E2E_ARTIFACTS"

@@ -44,8 +44,9 @@ export async function until(what, check, ms = WAIT_MS) {
 
 /** A node process that can be stopped (SIGTERM) and started again on the same port. */
 export class Hub {
-  constructor({ secret = SECRET } = {}) {
+  constructor({ secret = SECRET, extra = [] } = {}) {
     this.secret = secret;
+    this.extra = extra;
     this.dir = mkdtempSync(join(tmpdir(), "teamhub-e2e-"));
     this.proc = null;
     this.stderr = "";
@@ -60,6 +61,7 @@ export class Hub {
       "--database-url", `sqlite://${join(this.dir, "hub.db")}`,
       "--activity-spill-path", join(this.dir, "activity.spill"),
       "--drain-timeout", "5",
+      ...this.extra,
     ];
     const env = { ...process.env, RUST_LOG: "warn" };
     delete env.TEAMHUB_JWT_SECRET;
@@ -90,8 +92,8 @@ export class Hub {
 
   kill() { this.proc?.kill("SIGKILL"); this.proc = null; }
 
-  token(user, teams, name = user) {
-    const args = ["token", "--user", user, "--name", name, "--ttl", "1h"];
+  token(user, teams, name = user, ttl = "1h") {
+    const args = ["token", "--user", user, "--name", name, "--ttl", ttl];
     for (const [team, role] of Object.entries(teams)) args.push("--team", `${team}=${role}`);
     return execFileSync(BIN, args, { env: { ...process.env, TEAMHUB_JWT_SECRET: this.secret } }).toString().trim();
   }

@@ -119,3 +119,33 @@ test("a refused token stops the page instead of retrying forever", async () => {
   await screenshot(page, "refused-token");
   await page.context().close();
 });
+
+test("the library refreshes its token before it expires and the connection lives on", async () => {
+  const h = await hub({ extra: ["--jwt-leeway", "0"] });
+  const short = h.token("ann", { demo: "editor" }, "Ann", "3s");
+  const fresh = h.token("ann", { demo: "editor" }, "Ann", "1h");
+  const page = await openPage(b, `${h.origin}/healthz`);
+  const result = await page.evaluate(async ({ origin, short, fresh }) => {
+    const { TeamhubClient } = await import(`${origin}/teamhub.js`);
+    const client = new TeamhubClient({ url: origin, token: short, refreshMarginMs: 2500, refreshToken: async () => fresh });
+    const closes = [];
+    client.on("close", (c) => closes.push(c.code));
+    const refreshed = Promise.race([
+      new Promise((r) => client.on("token", (t) => r(t.exp))),
+      new Promise((_, fail) => setTimeout(() => fail(new Error("no refresh within 10 s")), 10000)),
+    ]);
+    await client.connect();
+    await client.join("demo");
+    const exp = await refreshed;
+    // Outlive the first token: unrefreshed, the node would close with 4001 at its exp.
+    const firstExp = JSON.parse(atob(short.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp;
+    await new Promise((r) => setTimeout(r, Math.max(0, firstExp * 1000 - Date.now()) + 1500));
+    const offset = await client.publish("demo", "n", 1);
+    client.close();
+    return { exp, firstExp, offset, closes };
+  }, { origin: h.origin, short, fresh });
+  assert.ok(result.exp > result.firstExp + 60, JSON.stringify(result));
+  assert.equal(result.offset, 1);
+  assert.deepEqual(result.closes, [], "the connection was never closed");
+  await page.context().close();
+});
