@@ -147,7 +147,10 @@ function showMessage(m) {
   const who = state.names.get(m.user) || m.user;
   const ts = el("span", { className: "ts", textContent: new Date(m.ts).toLocaleTimeString() });
   let item;
-  if (m.type === "chat.message" && typeof m.data?.text === "string") {
+  if ((m.type === "pattern.updated" || m.type === "pattern.deleted") && typeof m.data?.name === "string") {
+    const verb = m.type === "pattern.updated" ? "updated" : "deleted";
+    item = el("li", { className: "system", dataset: { offset: m.offset } }, ts, `${who} ${verb} pattern ${m.data.name} (v${m.data.version})`);
+  } else if (m.type === "chat.message" && typeof m.data?.text === "string") {
     item = el("li", { className: "chat", dataset: { offset: m.offset } }, ts, el("span", { className: "who", textContent: who }), m.data.text);
   } else {
     item = el("li", { className: "other", dataset: { offset: m.offset } }, ts,
