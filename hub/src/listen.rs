@@ -7,7 +7,8 @@
 //! saw there, so a node restart loses nothing that history still holds. When recovery
 //! is impossible (`recovered: false` after a `since`) it says so on stderr and carries
 //! on from the team's current offset. What a retry cannot fix (a refused token, a team
-//! the token has no role in, an expired token, a close the contract says not to retry)
+//! the token has no role in, a join error that is not retryable, an expired token, a
+//! close the contract says not to retry)
 //! ends it with a clear message and a non-zero exit.
 //!
 //! Output: frames are printed as decoded by `teamhub-protocol`, one per line. A join
@@ -239,6 +240,14 @@ async fn connection(
             Incoming::Frame(ServerFrame::Error(error)) => {
                 if let Some((team, _)) = error.id.and_then(|id| joining.remove(&id)) {
                     out.frame(&ServerFrame::Error(error.clone()));
+                    if error.code.is_retryable() {
+                        // The node is overloaded or lost Redis: try again later.
+                        let _ = conn.close().await;
+                        return Ok(Retry {
+                            immediately: false,
+                            why: format!("joining team {team}: {}: {}", error.code, error.message),
+                        });
+                    }
                     return Err(ListenError::JoinRefused {
                         team,
                         code: error.code,
