@@ -16,7 +16,8 @@ jsonschema). Arguments: path to the `teamhub` binary. Exits non-zero on any fail
 4. The binary itself is started with the ConfigMap's settings (listen address and
    paths moved to a scratch directory) and must answer 200 on every probe path the
    manifests use, then drain and exit 0 on SIGTERM.
-5. k8s/grafana-dashboard.json uses only metric names the code defines, and
+5. k8s/grafana-dashboard.json and the alert rules (k8s/base/prometheusrule.yaml, the
+   same rules as docs/operations.md shows) use only metric names the code defines, and
    docs/operations.md documents every one of them.
 
 `--self-test` additionally breaks rendered manifests on purpose and asserts that each
@@ -47,7 +48,10 @@ TARGETS = ["base", "overlays/dev", "overlays/prod"]
 KUBE_VERSIONS = ["1.30.0", "1.37.0"]
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas/servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): K8S / "schemas/prometheusrule-monitoring-v1.json",
 }
+# Metrics the alerts may use that other exporters define.
+FOREIGN_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
 # Read by the process but not a teamhub flag: the log filter of tracing-subscriber.
 EXTRA_ENV = {"RUST_LOG"}
 PROBE_PATHS = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
@@ -327,11 +331,42 @@ def metric_names():
     return names
 
 
+def check_alerts(names, rules=None):
+    """The PrometheusRule is the alert block of docs/operations.md, and queries only
+    metrics that exist. (PromQL syntax is not checked: promtool is not installable
+    from the registries this check may use.)"""
+    doc = (ROOT / "docs/operations.md").read_text()
+    m = re.search(r"## Alerts\n.*?```yaml\n(.*?)```", doc, re.S)
+    if not m:
+        fail("docs/operations.md has no alert rules block under ## Alerts")
+        return
+    documented = yaml.safe_load(m.group(1))
+    if rules is None:
+        rules = [d for d in yaml.safe_load_all((K8S / "base/prometheusrule.yaml").read_text()) if d]
+    if len(rules) != 1 or rules[0]["spec"] != documented:
+        fail("k8s/base/prometheusrule.yaml and the rules in docs/operations.md differ")
+    alerts = [r for d in rules for g in d["spec"]["groups"] for r in g["rules"]]
+    before = len(failures)
+    for rule in alerts:
+        used = set(re.findall(r"\b(teamhub_[a-z0-9_]+|kube_[a-z0-9_]+|up)\b", rule["expr"]))
+        unknown = {u for u in used if not u.startswith("teamhub_") and u not in FOREIGN_METRICS}
+        if unknown:
+            fail(f"alert {rule.get('alert')} queries {sorted(unknown)}, not a known metric")
+        for u in used:
+            if u.startswith("teamhub_") and u not in names:
+                fail(f"alert {rule.get('alert')} queries {u}, which the code does not define")
+        if rule.get("labels", {}).get("severity") not in ("page", "ticket"):
+            fail(f"alert {rule.get('alert')} needs severity page or ticket")
+    if len(failures) == before:
+        print(f"ok   {len(alerts)} alert rules: manifest = docs, metrics defined")
+
+
 def check_dashboard_and_docs():
     names = metric_names()
     if not names:
         fail("no metric names found in the sources")
         return
+    check_alerts(names)
     dashboard = json.loads((K8S / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard.get("panels", []) for t in p.get("targets", [])]
     if not exprs:
@@ -386,6 +421,15 @@ def self_test(docs, envs, template_secret_keys):
         if not failures:
             saved.append(f"self-test: breaking '{name}' went unnoticed")
             print(f"FAIL self-test: breaking '{name}' went unnoticed")
+    # The alert checks notice a rule that drifted from the docs or queries a metric
+    # nobody defines.
+    failures = []
+    print("self-test: alert on an undefined metric")
+    rules = [d for d in yaml.safe_load_all((K8S / "base/prometheusrule.yaml").read_text()) if d]
+    rules[0]["spec"]["groups"][0]["rules"][0]["expr"] = "sum(rate(teamhub_no_such_metric[5m])) > 0"
+    check_alerts(metric_names(), rules)
+    if len(failures) < 2:
+        saved.append("self-test: a drifted alert on an undefined metric went unnoticed")
     # Schema validation must reject an unknown field.
     failures = []
     broken = mutate(lambda d: hub_container(dep(d)).update(notAField=True))
