@@ -5,7 +5,8 @@
 //!
 //! Checked: every client saw every offset of its team exactly once and in order, the
 //! same message at each offset as every other client of the team, every publish it had
-//! acknowledged among them; and the shared activity log holds every message once.
+//! acknowledged among them; presence lists every member once, with one connection;
+//! and the shared activity log holds every message once.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -297,9 +298,27 @@ async fn rolling_restart_of_three_nodes_loses_and_repeats_nothing() {
     .await
     .unwrap();
     let mut finals = HashMap::new();
-    for team in names {
+    for (t, team) in names.into_iter().enumerate() {
         let reply = probe.join(&team, JoinOptions::default()).await.unwrap();
         assert!(reply.offset > 0, "team {team} has messages");
+        // Every client is connected again (it reported only after reconnecting), and
+        // presence shows each once: no entry left behind by a drained node.
+        let mut present: Vec<(String, u32)> = reply
+            .presence
+            .iter()
+            .filter(|e| e.user.as_str() != "probe")
+            .map(|e| (e.user.as_str().to_owned(), e.conns))
+            .collect();
+        present.sort();
+        let mut expected: Vec<(String, u32)> = (t..CLIENTS)
+            .step_by(TEAMS)
+            .map(|i| (format!("u{i}"), 1))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            present, expected,
+            "{team}: presence after the rolling restart"
+        );
         finals.insert(team, reply.offset);
     }
     let _ = probe.close().await;
