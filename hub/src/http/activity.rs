@@ -137,6 +137,8 @@ pub fn parse_query(team: TeamId, raw: Option<&str>) -> Result<(ActivityQuery, Fo
                         ))
                     })?;
             }
+            // Empty is "no cursor" (a client that writes `cursor=${next ?? ""}`).
+            "cursor" if value.is_empty() => query.after = None,
             "cursor" => {
                 query.after = Some(Cursor::decode(&value).map_err(|e| bad(e.to_string()))?);
             }

@@ -106,7 +106,8 @@ pub struct ActivityParams {
     /// Rows per page, 1 to 1000 (default 100; `format=json` only).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = "^[A-Za-z0-9_-]*$", max_length = 40)]
     cursor: Option<String>,
     /// `json` (default) pages; `csv` and `ndjson` stream every matching row.
     format: Option<ActivityFormat>,

@@ -139,7 +139,7 @@ async fn status_codes(db: Db) {
         "limit=0",
         "limit=1001",
         "cursor=not-a-cursor",
-        "cursor=",
+        "cursor=AQAGYNqKYMpAAZo7flwdeiucPU5fYHGCk",
         "since=yesterday",
         "until=2025-13-01T00:00:00Z",
         "format=xml",
@@ -166,6 +166,9 @@ async fn status_codes(db: Db) {
     )
     .await;
 
+    // An empty cursor is the first page.
+    let page = get_json(&hub, &format!("{path}?cursor="), &token).await;
+    assert_eq!(page, json!({"items": [], "next_cursor": null}));
     for role in ["admin", "owner"] {
         let token = hub.token("u", &[("t", role)]);
         let page = get_json(&hub, path, &token).await;
