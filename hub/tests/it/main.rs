@@ -15,6 +15,7 @@ mod handshake;
 mod keys;
 mod limits;
 mod listen;
+mod openapi;
 mod presence;
 mod process;
 mod reconnect;
