@@ -278,7 +278,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_binary(binary, env, probe_paths):
+def run_binary(target, binary, env, probe_paths):
     """Step 4: the binary accepts the manifests' settings and answers the probes."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -299,7 +299,7 @@ def run_binary(binary, env, probe_paths):
             pending = set(probe_paths)
             while pending and time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    fail(f"teamhub serve exited with {proc.returncode} on the manifests' settings:\n{proc.stderr.read()}")
+                    fail(f"{target}: teamhub serve exited with {proc.returncode} on the manifests' settings:\n{proc.stderr.read()}")
                     return
                 for path in sorted(pending):
                     try:
@@ -310,13 +310,13 @@ def run_binary(binary, env, probe_paths):
                         pass
                 time.sleep(0.1)  # polling interval, bounded by the deadline
             for path in sorted(pending):
-                fail(f"probe path {path} did not answer 200 within 30 s")
+                fail(f"{target}: probe path {path} did not answer 200 within 30 s")
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
             if code != 0:
-                fail(f"teamhub serve exited {code} after SIGTERM, expected 0")
+                fail(f"{target}: teamhub serve exited {code} after SIGTERM, expected 0")
             else:
-                print(f"ok   teamhub serve with the ConfigMap's settings answered {sorted(probe_paths)} and drained")
+                print(f"ok   {target}: teamhub serve with its settings answered {sorted(probe_paths)} and drained")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -385,7 +385,7 @@ def check_dashboard_and_docs():
     print(f"ok   dashboard uses {len(used)} of {len(names)} metrics, all defined; operations.md documents all")
 
 
-def self_test(docs, envs, template_secret_keys):
+def self_test(binary, docs, envs, template_secret_keys):
     """Break the rendered dev overlay in several ways; each must be reported."""
     global failures, expecting_failures
     expecting_failures = True
@@ -421,6 +421,13 @@ def self_test(docs, envs, template_secret_keys):
         if not failures:
             saved.append(f"self-test: breaking '{name}' went unnoticed")
             print(f"FAIL self-test: breaking '{name}' went unnoticed")
+    # A value the binary refuses fails the run of step 4.
+    failures = []
+    print("self-test: a setting teamhub serve refuses")
+    env = settings(docs, hub_container(dep(docs)), template_secret_keys)
+    run_binary("self-test", binary, {**env, "TEAMHUB_DRAIN_TIMEOUT": "ten"}, {"/healthz"})
+    if not failures:
+        saved.append("self-test: a refused setting went unnoticed")
     # The alert checks notice a rule that drifted from the docs or queries a metric
     # nobody defines.
     failures = []
@@ -450,24 +457,21 @@ def main():
     template_secret_keys = set()
     for s in find(rendered["base"], "Secret", "teamhub-secrets"):
         template_secret_keys |= set(s.get("stringData", {})) | set(s.get("data", {}))
-    probe_paths = set()
-    settings_seen = None
     for target, docs in rendered.items():
         print(f"== {target}: {len(docs)} objects")
         validate_schemas(target, docs)
         env = check_deployment(target, docs, envs, template_secret_keys)
-        if env is not None and target == "overlays/prod":
-            settings_seen = env
+        probe_paths = set()
         for d in find(docs, "Deployment", "teamhub"):
             c = hub_container(d) or {}
             for probe in PROBE_PATHS:
                 if probe in c:
                     probe_paths.add(c[probe]["httpGet"]["path"])
-    if settings_seen is not None:
-        run_binary(binary, settings_seen, probe_paths)
+        if env is not None:
+            run_binary(target, binary, env, probe_paths)
     check_dashboard_and_docs()
     if "--self-test" in sys.argv:
-        self_test(rendered["overlays/dev"], envs, template_secret_keys)
+        self_test(binary, rendered["overlays/dev"], envs, template_secret_keys)
     if failures:
         print(f"\n{len(failures)} k8s check(s) failed")
         sys.exit(1)
