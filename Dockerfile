@@ -26,6 +26,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/teamhub /usr/local/bin/teamhub
 
 FROM debian:bookworm-slim AS runtime
+LABEL org.opencontainers.image.title="teamhub" \
+      org.opencontainers.image.description="Real-time collaboration hub: WebSocket gateway, presence, history and activity log" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # curl only for the HEALTHCHECK below; the node itself needs nothing but libc.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl \
