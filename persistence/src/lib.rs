@@ -14,6 +14,9 @@
 //! Map:
 //! - [`activity`]: the event and row types and the two traits, with their contract.
 //! - [`query`]: activity filters, keyset cursors and retention scopes.
+//! - [`patterns`], [`keys`], [`revocations`]: the pattern library (versioned, with
+//!   compare-and-set writes), API keys (stored as hashes) and member revocations, each a
+//!   small trait; `sqlite_stores` and `postgres_stores` implement them.
 //! - [`writer`]: the bounded queue and batching, retrying background writer.
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
 //! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
@@ -24,10 +27,15 @@
 pub mod activity;
 pub mod conformance;
 mod error;
+pub mod keys;
+pub mod patterns;
 mod postgres;
+mod postgres_stores;
 pub mod query;
+pub mod revocations;
 mod spill;
 mod sqlite;
+mod sqlite_stores;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timestamp;
@@ -37,6 +45,9 @@ use std::sync::Arc;
 
 pub use activity::{ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink};
 pub use error::{BoxError, StoreError};
+pub use keys::{ApiKeyRecord, KeyStore};
+pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
+pub use revocations::{Revocation, RevocationStore};
 pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
@@ -128,6 +139,30 @@ impl Database {
         }
     }
 
+    /// The pattern library.
+    pub fn pattern_store(&self) -> Arc<dyn PatternStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// API keys (hashes and metadata).
+    pub fn key_store(&self) -> Arc<dyn KeyStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Member revocations.
+    pub fn revocation_store(&self) -> Arc<dyn RevocationStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {
@@ -144,4 +179,9 @@ impl Database {
             Backend::Postgres(store) => store.close().await,
         }
     }
+}
+
+/// The current time as every backend stores it: UTC, microsecond precision.
+pub fn now_utc() -> time::OffsetDateTime {
+    timestamp::normalize(time::OffsetDateTime::now_utc())
 }

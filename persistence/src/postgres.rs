@@ -56,10 +56,10 @@ const INSERT: &str = "INSERT INTO activity_logs \
                   ip_address, user_agent, created_at) \
     ON CONFLICT (id) DO NOTHING";
 
-/// A PostgreSQL database: the activity log (and, later, patterns and API keys).
+/// A PostgreSQL database: the activity log (and patterns, API keys and revocations, in `*_stores.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -112,7 +112,7 @@ impl PostgresStore {
     }
 }
 
-fn convert(err: sqlx::Error) -> StoreError {
+pub(crate) fn convert(err: sqlx::Error) -> StoreError {
     crate::error::from_sqlx(err, classify)
 }
 

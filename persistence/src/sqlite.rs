@@ -59,10 +59,10 @@ const INSERT_PREFIX: &str = "INSERT INTO activity_logs \
     (id, team_id, user_id, action, resource_type, resource_id, metadata, ip_address, \
      user_agent, created_at) ";
 
-/// A SQLite database: the activity log (and, later, patterns and API keys).
+/// A SQLite database: the activity log (and patterns, API keys and revocations, in `*_stores.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -120,7 +120,7 @@ fn is_in_memory(url: &str) -> bool {
     path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory")
 }
 
-fn convert(err: sqlx::Error) -> StoreError {
+pub(crate) fn convert(err: sqlx::Error) -> StoreError {
     crate::error::from_sqlx(err, classify)
 }
 

@@ -476,3 +476,86 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
     assert_eq!(ids.len(), recorded.len(), "row count");
     assert_eq!(ids.into_iter().collect::<HashSet<_>>(), recorded);
 }
+
+// The pattern library, API keys and revocations: the same suites as on SQLite.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pattern_store_conformance() {
+    let test = TestDb::new().await;
+    conformance::patterns::run_all(test.db.pattern_store()).await;
+}
+
+#[tokio::test]
+async fn key_store_conformance() {
+    let test = TestDb::new().await;
+    conformance::keys::run_all(test.db.key_store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn revocation_store_conformance() {
+    let test = TestDb::new().await;
+    conformance::revocations::run_all(test.db.revocation_store().as_ref()).await;
+}
+
+/// Two databases (two nodes' pools) on one schema: racing writers from both, one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_across_pools() {
+    let test = TestDb::new().await;
+    let base = base_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{}", test.schema);
+    let second = connect(&url).await.expect("second pool");
+    let (a, b) = (test.db.pattern_store(), second.pattern_store());
+    let (t, n, u) = (
+        TeamId::new("x").unwrap(),
+        teamhub_protocol::PatternName::new("p").unwrap(),
+        UserId::new("u").unwrap(),
+    );
+    let one = serde_json::value::RawValue::from_string("1".into()).unwrap();
+    let mut version = a
+        .put(&t, &n, &one, teamhub_persistence::Expect::Absent, &u)
+        .await
+        .unwrap()
+        .version;
+    for _round in 0..20 {
+        let (a, b, t2, n2, u2, c) = (
+            a.clone(),
+            b.clone(),
+            t.clone(),
+            n.clone(),
+            u.clone(),
+            one.clone(),
+        );
+        let left = tokio::spawn(async move {
+            a.put(
+                &t2,
+                &n2,
+                &c,
+                teamhub_persistence::Expect::Version(version),
+                &u2,
+            )
+            .await
+        });
+        let (t2, n2, u2, c) = (t.clone(), n.clone(), u.clone(), one.clone());
+        let right = tokio::spawn(async move {
+            b.put(
+                &t2,
+                &n2,
+                &c,
+                teamhub_persistence::Expect::Version(version),
+                &u2,
+            )
+            .await
+        });
+        let results = [left.await.unwrap(), right.await.unwrap()];
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(teamhub_persistence::PatternError::Conflict(_))))
+        );
+        version = winners[0].version;
+    }
+    second.close().await;
+}

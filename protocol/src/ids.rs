@@ -133,6 +133,12 @@ id_type!(
     128
 );
 id_type!(
+    /// The name of a pattern in a team's pattern library (REST paths).
+    PatternName,
+    "pattern name",
+    128
+);
+id_type!(
     /// A message type such as `chat.message`. Prefixes `presence.`, `pattern.` and
     /// `system.` are reserved for the server (see [`crate::is_reserved_type`]).
     MessageType,

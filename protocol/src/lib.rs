@@ -27,7 +27,7 @@ pub use frames::server::{
     ErrorFrame, JoinReply, KickReason, Kicked, MessageFrame, PresenceDiff, PresenceEntry,
     PresenceReply, PublishReply, RefreshReply, Reply, ReplyBody, SeedFrame, ServerFrame,
 };
-pub use ids::{IdError, MessageType, TeamId, UserId};
+pub use ids::{IdError, MessageType, PatternName, TeamId, UserId};
 pub use role::{Action, Role, permits};
 
 /// Subprotocol a client may offer; the server selects it when offered.

@@ -9,6 +9,13 @@
 //!
 //! Compiled into the library (not `cfg(test)`) so other crates' and backends' tests can
 //! call it; it has no dependencies beyond the library's own.
+//!
+//! The suites of the other stores ([`patterns`], [`keys`], [`revocations`]) use fixed
+//! team ids and expect a freshly migrated database of their own.
+
+pub mod keys;
+pub mod patterns;
+pub mod revocations;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -1,0 +1,311 @@
+//! Patterns, API keys and revocations on PostgreSQL (`migrations/postgres/0003_*`).
+//!
+//! A pattern write is one transaction that first makes sure the team's counter row
+//! exists and then locks it (`SELECT ... FOR UPDATE`): the writes of one team are
+//! serialised across every node sharing the database, each reads the pattern after the
+//! previous writer committed (READ COMMITTED takes a fresh snapshot per statement), and
+//! versions commit in order, which is what makes the `since_version` feed exact.
+
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use teamhub_protocol::{PatternName, Role, TeamId, UserId};
+use time::OffsetDateTime;
+
+use crate::error::StoreError;
+use crate::keys::{ApiKeyRecord, KeyStore};
+use crate::patterns::{self, Changes, Expect, Pattern, PatternError, PatternStore};
+use crate::postgres::{PostgresStore, convert};
+use crate::revocations::{Revocation, RevocationStore};
+use crate::timestamp;
+
+fn bad(table: &str, col: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::other(format!("{table}: bad {col}: {e}"))
+}
+
+fn get_text(row: &PgRow, col: &str) -> Result<String, StoreError> {
+    row.try_get(col).map_err(convert)
+}
+
+fn get_time(row: &PgRow, col: &str) -> Result<OffsetDateTime, StoreError> {
+    row.try_get(col).map_err(convert)
+}
+
+fn decode_key(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
+    let t = "api_keys";
+    let role = get_text(row, "role")?;
+    Ok(ApiKeyRecord {
+        id: get_text(row, "id")?,
+        team: TeamId::try_from(get_text(row, "team_id")?).map_err(|e| bad(t, "team_id", e))?,
+        name: get_text(row, "name")?,
+        role: Role::parse(&role).ok_or_else(|| bad(t, "role", role))?,
+        prefix: get_text(row, "prefix")?,
+        created_by: UserId::try_from(get_text(row, "created_by")?)
+            .map_err(|e| bad(t, "created_by", e))?,
+        created_at: get_time(row, "created_at")?,
+    })
+}
+
+const KEY_COLUMNS: &str = "id, team_id, name, role, prefix, created_by, created_at";
+
+#[async_trait::async_trait]
+impl KeyStore for PostgresStore {
+    async fn create(&self, key: &ApiKeyRecord, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, team_id, name, role, prefix, key_hash, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(key.team.as_str())
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(&key.prefix)
+        .bind(hash)
+        .bind(key.created_by.as_str())
+        .bind(timestamp::normalize(key.created_at))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(convert)
+    }
+
+    async fn list(&self, team: &TeamId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE team_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(team.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(convert)?;
+        rows.iter().map(decode_key).collect()
+    }
+
+    async fn find_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(convert)?;
+        row.as_ref().map(decode_key).transpose()
+    }
+
+    async fn delete(&self, team: &TeamId, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM api_keys WHERE team_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(team.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(convert)?;
+        row.as_ref().map(decode_key).transpose()
+    }
+}
+
+fn decode_revocation(row: &PgRow) -> Result<Revocation, StoreError> {
+    let t = "member_revocations";
+    Ok(Revocation {
+        team: TeamId::try_from(get_text(row, "team_id")?).map_err(|e| bad(t, "team_id", e))?,
+        user: UserId::try_from(get_text(row, "user_id")?).map_err(|e| bad(t, "user_id", e))?,
+        revoked_at: get_time(row, "revoked_at")?,
+        revoked_by: UserId::try_from(get_text(row, "revoked_by")?)
+            .map_err(|e| bad(t, "revoked_by", e))?,
+    })
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for PostgresStore {
+    async fn revoke(&self, r: &Revocation) -> Result<Revocation, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO member_revocations AS m (team_id, user_id, revoked_at, revoked_by) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (team_id, user_id) DO UPDATE SET \
+                 revoked_by = CASE WHEN excluded.revoked_at > m.revoked_at \
+                                   THEN excluded.revoked_by ELSE m.revoked_by END, \
+                 revoked_at = GREATEST(m.revoked_at, excluded.revoked_at) \
+             RETURNING team_id, user_id, revoked_at, revoked_by",
+        )
+        .bind(r.team.as_str())
+        .bind(r.user.as_str())
+        .bind(timestamp::normalize(r.revoked_at))
+        .bind(r.revoked_by.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(convert)?;
+        decode_revocation(&row)
+    }
+
+    async fn all(&self) -> Result<Vec<Revocation>, StoreError> {
+        let rows =
+            sqlx::query("SELECT team_id, user_id, revoked_at, revoked_by FROM member_revocations")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(convert)?;
+        rows.iter().map(decode_revocation).collect()
+    }
+}
+
+const PATTERN_COLUMNS: &str =
+    "name, version, content::text AS content, updated_by, updated_at, deleted";
+
+fn decode_pattern(row: &PgRow) -> Result<Pattern, StoreError> {
+    let t = "patterns";
+    let version: i64 = row.try_get("version").map_err(convert)?;
+    Ok(Pattern {
+        name: PatternName::try_from(get_text(row, "name")?).map_err(|e| bad(t, "name", e))?,
+        version: u64::try_from(version).map_err(|e| bad(t, "version", e))?,
+        content: RawValue::from_string(get_text(row, "content")?)
+            .map_err(|e| bad(t, "content", e))?,
+        updated_by: UserId::try_from(get_text(row, "updated_by")?)
+            .map_err(|e| bad(t, "updated_by", e))?,
+        updated_at: get_time(row, "updated_at")?,
+        deleted: row.try_get("deleted").map_err(convert)?,
+    })
+}
+
+async fn current(
+    conn: &mut PgConnection,
+    team: &TeamId,
+    name: &PatternName,
+) -> Result<Option<Pattern>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PATTERN_COLUMNS} FROM patterns WHERE team_id = $1 AND name = $2"
+    )))
+    .bind(team.as_str())
+    .bind(name.as_str())
+    .fetch_optional(conn)
+    .await
+    .map_err(convert)?;
+    row.as_ref().map(decode_pattern).transpose()
+}
+
+impl PostgresStore {
+    /// Runs one pattern write: lock the team's counter, check, bump, upsert.
+    async fn write_pattern(
+        &self,
+        team: &TeamId,
+        name: &PatternName,
+        content: &RawValue,
+        deleted: bool,
+        by: &UserId,
+        decide: impl FnOnce(Option<Pattern>) -> Result<(), PatternError> + Send,
+    ) -> Result<Pattern, PatternError> {
+        let now = timestamp::normalize(OffsetDateTime::now_utc());
+        let mut tx = self.pool.begin().await.map_err(convert)?;
+        sqlx::query(
+            "INSERT INTO pattern_versions (team_id, version) VALUES ($1, 0) \
+             ON CONFLICT (team_id) DO NOTHING",
+        )
+        .bind(team.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(convert)?;
+        sqlx::query("SELECT version FROM pattern_versions WHERE team_id = $1 FOR UPDATE")
+            .bind(team.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(convert)?;
+        decide(current(&mut *tx, team, name).await?)?;
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE pattern_versions SET version = version + 1 WHERE team_id = $1 RETURNING version",
+        )
+        .bind(team.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(convert)?;
+        let stored: String = sqlx::query_scalar(
+            "INSERT INTO patterns (team_id, name, version, content, updated_by, updated_at, deleted) \
+             VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) \
+             ON CONFLICT (team_id, name) DO UPDATE SET version = excluded.version, \
+                 content = excluded.content, updated_by = excluded.updated_by, \
+                 updated_at = excluded.updated_at, deleted = excluded.deleted \
+             RETURNING content::text",
+        )
+        .bind(team.as_str())
+        .bind(name.as_str())
+        .bind(version)
+        .bind(content.get())
+        .bind(by.as_str())
+        .bind(now)
+        .bind(deleted)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(convert)?;
+        tx.commit().await.map_err(convert)?;
+        Ok(Pattern {
+            name: name.clone(),
+            version: version as u64,
+            content: RawValue::from_string(stored).map_err(|e| bad("patterns", "content", e))?,
+            updated_by: by.clone(),
+            updated_at: now,
+            deleted,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl PatternStore for PostgresStore {
+    async fn get(&self, team: &TeamId, name: &PatternName) -> Result<Option<Pattern>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(convert)?;
+        current(&mut *conn, team, name).await
+    }
+
+    async fn changes(&self, team: &TeamId, since: u64) -> Result<Changes, StoreError> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        // The counter is read first: every version up to it has committed (writers of a
+        // team commit in version order), so the rows read next hold all of them, and
+        // perhaps newer ones, which raise the reported version.
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM pattern_versions WHERE team_id = $1")
+                .bind(team.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(convert)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PATTERN_COLUMNS} FROM patterns WHERE team_id = $1 AND version > $2 \
+             ORDER BY version"
+        )))
+        .bind(team.as_str())
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(convert)?;
+        let patterns = rows
+            .iter()
+            .map(decode_pattern)
+            .collect::<Result<Vec<_>, _>>()?;
+        let version = version.unwrap_or(0) as u64;
+        let version = patterns.iter().map(|p| p.version).fold(version, u64::max);
+        Ok(Changes { version, patterns })
+    }
+
+    async fn put(
+        &self,
+        team: &TeamId,
+        name: &PatternName,
+        content: &RawValue,
+        expect: Expect,
+        by: &UserId,
+    ) -> Result<Pattern, PatternError> {
+        self.write_pattern(team, name, content, false, by, |cur| {
+            patterns::check(cur, expect)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        team: &TeamId,
+        name: &PatternName,
+        version: u64,
+        by: &UserId,
+    ) -> Result<Pattern, PatternError> {
+        let null = patterns::null();
+        self.write_pattern(team, name, &null, true, by, |cur| {
+            patterns::check_delete(cur, version)
+        })
+        .await
+    }
+}
