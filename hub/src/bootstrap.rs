@@ -17,12 +17,17 @@ use crate::broker::memory::{HistoryLimits, MemoryBroker};
 use crate::broker::redis::{RedisBroker, Resync};
 use crate::broker::{Broker, History};
 use crate::config::ServeArgs;
+use crate::control::local::LocalControl;
+use crate::control::redis::RedisControl;
+use crate::control::{Control, ControlEvent};
 use crate::event::Event;
 use crate::node::{Limits, Node, NodeParts, OriginPolicy};
 
 /// Tasks that live as long as the node and are stopped by its drain.
 pub struct Background {
     pub fanout: JoinHandle<()>,
+    /// Applies control commands (revocations, deleted keys) to this node.
+    pub control: JoinHandle<()>,
     pub writer: WriterTask,
     /// Turns the broker's "this team lost continuity" notices into 1012 closes.
     pub resync: Option<JoinHandle<()>>,
@@ -40,6 +45,7 @@ struct Seams {
     presence: Arc<dyn PresenceStore>,
     resync: Option<mpsc::UnboundedReceiver<Resync>>,
     redis_presence: Option<Arc<RedisPresence>>,
+    control: Arc<dyn Control>,
 }
 
 async fn seams(
@@ -47,6 +53,7 @@ async fn seams(
     node_id: &str,
     events: mpsc::UnboundedSender<Arc<Event>>,
     presence_events: mpsc::UnboundedSender<PresenceEvent>,
+    control_events: mpsc::UnboundedSender<ControlEvent>,
 ) -> anyhow::Result<Seams> {
     let limits = HistoryLimits {
         max_messages: args.history_size,
@@ -60,6 +67,7 @@ async fn seams(
             presence: Arc::new(MemoryPresence::new(presence_events)),
             resync: None,
             redis_presence: None,
+            control: Arc::new(LocalControl::new(control_events)),
         });
     };
     let shown = redact(url);
@@ -76,6 +84,9 @@ async fn seams(
             .await
             .with_context(|| format!("Redis presence at {shown}"))?,
     );
+    let control = RedisControl::start(url, prefix, control_events)
+        .await
+        .with_context(|| format!("Redis control channel at {shown}"))?;
     let broker = Arc::new(broker);
     Ok(Seams {
         broker: broker.clone(),
@@ -83,6 +94,7 @@ async fn seams(
         presence: presence.clone(),
         resync: Some(resync),
         redis_presence: Some(presence),
+        control: Arc::new(control),
     })
 }
 
@@ -96,6 +108,13 @@ async fn resync_loop(node: Arc<Node>, mut resync: mpsc::UnboundedReceiver<Resync
             "team stream lost continuity: reconnect and recover with since",
         );
         tracing::warn!(team = %r.team, reason = ?r.reason, closed, "team resynchronised");
+    }
+}
+
+/// Applies control traffic (revocations, deleted keys) to this node, in order.
+async fn control_loop(node: Arc<Node>, mut events: mpsc::UnboundedReceiver<ControlEvent>) {
+    while let Some(event) = events.recv().await {
+        node.on_control(event).await;
     }
 }
 
@@ -178,7 +197,8 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
 
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Arc<Event>>();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
-    let seams = seams(args, &id, events_tx, presence_tx).await?;
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let seams = seams(args, &id, events_tx, presence_tx, control_tx).await?;
 
     let limits = Limits {
         max_frame_bytes: args.max_frame_bytes,
@@ -201,6 +221,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         presence: seams.presence,
         activity,
         database,
+        control: seams.control,
         ephemeral_prefixes: args
             .ephemeral_prefixes
             .split(',')
@@ -209,7 +230,15 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             .map(str::to_owned)
             .collect(),
     }));
+    // Revocations are in force before the first connection is accepted.
+    let revocations = node
+        .revocation_store
+        .all()
+        .await
+        .context("loading member revocations")?;
+    node.revocations.load(&revocations);
     let fanout = tokio::spawn(crate::fanout::run(node.clone(), events_rx, presence_rx));
+    let control = tokio::spawn(control_loop(node.clone(), control_rx));
     let resync = seams
         .resync
         .map(|rx| tokio::spawn(resync_loop(node.clone(), rx)));
@@ -223,6 +252,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         node,
         Background {
             fanout,
+            control,
             writer,
             resync,
             redis_presence: seams.redis_presence,

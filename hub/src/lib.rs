@@ -5,20 +5,24 @@
 //! (permission) -> `broker` (offset, history) -> `fanout` -> `registry` -> `outbox`
 //! -> `session` (write).
 
+pub mod apikeys;
 pub mod auth;
 pub mod bootstrap;
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod event;
 mod fanout;
 pub mod http;
+pub mod library;
 pub mod listen;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;
 pub mod retention;
+pub mod revocation;
 mod server;
 mod session;
 

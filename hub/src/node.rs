@@ -9,18 +9,24 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::value::RawValue;
-use teamhub_persistence::{ActivityEvent, ActivityWriter, Database};
+use teamhub_persistence::{
+    ActivityEvent, ActivityWriter, Database, KeyStore, PatternStore, RevocationStore,
+};
 use teamhub_presence::{ConnKey, PresenceStore, Snapshot};
-use teamhub_protocol::{Action, MessageType, Role, TeamId, is_reserved_type, permits};
+use teamhub_protocol::{
+    Action, CloseCode, KickReason, MessageType, Role, TeamId, UserId, is_reserved_type, permits,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthError, Authenticator, Identity, is_api_key};
+use crate::auth::{Authenticator, Identity, is_api_key};
 use crate::broker::{Broker, History, Publication, Published};
+use crate::control::{Command, Control, ControlEvent};
 use crate::error::OpError;
 use crate::event::MessageParts;
 use crate::metrics;
 use crate::registry::Registry;
+use crate::revocation::Revocations;
 
 /// Per-connection limits and timings (section 3 of the contract).
 #[derive(Debug, Clone)]
@@ -89,6 +95,13 @@ pub struct Node {
     pub presence: Arc<dyn PresenceStore>,
     pub activity: ActivityWriter,
     pub database: Database,
+    pub patterns: Arc<dyn PatternStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub revocation_store: Arc<dyn RevocationStore>,
+    /// Every revocation, consulted by [`Node::authorize`].
+    pub revocations: Revocations,
+    /// Commands to every node (revocations, deleted keys).
+    pub control: Arc<dyn Control>,
     pub ephemeral_prefixes: Vec<String>,
     /// Cancelled when the node drains: every session closes with 1012.
     pub shutdown: CancellationToken,
@@ -110,6 +123,7 @@ pub struct NodeParts {
     pub presence: Arc<dyn PresenceStore>,
     pub activity: ActivityWriter,
     pub database: Database,
+    pub control: Arc<dyn Control>,
     pub ephemeral_prefixes: Vec<String>,
 }
 
@@ -125,6 +139,11 @@ impl Node {
             history: p.history,
             presence: p.presence,
             activity: p.activity,
+            patterns: p.database.pattern_store(),
+            keys: p.database.key_store(),
+            revocation_store: p.database.revocation_store(),
+            revocations: Revocations::default(),
+            control: p.control,
             database: p.database,
             ephemeral_prefixes: p.ephemeral_prefixes,
             shutdown: CancellationToken::new(),
@@ -161,10 +180,11 @@ impl Node {
         if !is_api_key(token) {
             return Ok(self.auth.verify(token)?);
         }
-        Err(AuthError::UnknownApiKey.into())
+        self.identify_api_key(token).await
     }
 
-    /// The caller's role in `team`, if it allows `action`.
+    /// The caller's role in `team`, if it allows `action` and the caller's token was
+    /// not revoked in that team.
     pub fn authorize(
         &self,
         caller: &Identity,
@@ -172,6 +192,12 @@ impl Node {
         action: Action,
     ) -> Result<Role, OpError> {
         let role = caller.role_in(team.as_str());
+        if role.is_some() && self.revocations.is_revoked(team, caller) {
+            return Err(OpError::forbidden(format!(
+                "access to team {team} was revoked for tokens issued before the revocation; \
+                 get a new token"
+            )));
+        }
         match role {
             Some(r) if permits(role, action) => Ok(r),
             Some(r) => Err(OpError::forbidden(format!(
@@ -229,6 +255,91 @@ impl Node {
             self.activity.record(event);
         }
         Ok(published)
+    }
+
+    /// Publishes a message of the server's own (a reserved type such as
+    /// `pattern.updated`) on behalf of `user`, who was authorised by the caller. Not
+    /// recorded as a message in the activity log: the operation records its own row.
+    pub(crate) async fn publish_system(
+        &self,
+        team: &TeamId,
+        ty: &MessageType,
+        data: &RawValue,
+        user: &UserId,
+    ) -> Result<Published, OpError> {
+        let parts = MessageParts {
+            team,
+            ty,
+            user,
+            data,
+        };
+        let published = self
+            .broker
+            .publish(Publication {
+                parts,
+                origin: None,
+                echo: false,
+            })
+            .await?;
+        metrics::counter_inc(metrics::MESSAGES_PUBLISHED);
+        Ok(published)
+    }
+
+    /// Sends a command to every node. When the control channel cannot take it, it is
+    /// applied here at least (new authentications still see the database's state; the
+    /// other nodes catch up on revocations when their channel is subscribed again).
+    pub(crate) async fn broadcast(&self, command: Command) {
+        if let Err(e) = self.control.send(command.clone()).await {
+            tracing::warn!(error = %e, ?command, "control command not sent; applying it on this node only");
+            self.apply_command(&command);
+        }
+    }
+
+    /// Applies a command from the control channel to this node's connections and caches.
+    pub fn apply_command(&self, command: &Command) {
+        match command {
+            Command::Revoked {
+                team,
+                user,
+                at_micros,
+            } => {
+                let at =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*at_micros) * 1000)
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                self.revocations.apply(team, user, at);
+                let kicked = self.registry.kick_user(team, user, KickReason::Revoked);
+                tracing::info!(%team, %user, kicked, "member revoked");
+            }
+            Command::KeyDeleted { team, id } => {
+                let Ok(user) = UserId::new(&format!("apikey:{id}")) else {
+                    return;
+                };
+                // Leave the key's team (`kicked`, reason `revoked`), then close: the
+                // credential is gone, which 4001 tells clients (get a new one).
+                self.registry.kick_user(team, &user, KickReason::Revoked);
+                let closed =
+                    self.registry
+                        .close_user(&user, CloseCode::TokenExpired, "API key deleted");
+                tracing::info!(%team, key = %id, closed, "API key deleted");
+            }
+        }
+    }
+
+    /// Handles what the control channel delivers.
+    pub async fn on_control(&self, event: ControlEvent) {
+        match event {
+            ControlEvent::Command(c) => self.apply_command(&c),
+            ControlEvent::Resubscribed => self.reload_revocations().await,
+        }
+    }
+
+    /// Loads every stored revocation into the cache (at start, and after a gap in
+    /// control traffic). A failure is logged; the cache keeps what it has.
+    pub async fn reload_revocations(&self) {
+        match self.revocation_store.all().await {
+            Ok(all) => self.revocations.load(&all),
+            Err(e) => tracing::warn!(error = %e, "reloading revocations failed"),
+        }
     }
 
     pub async fn presence_snapshot(

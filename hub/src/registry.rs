@@ -36,6 +36,9 @@ pub struct Subscriber {
 pub struct Registry {
     node: Arc<str>,
     teams: DashMap<TeamId, HashMap<u64, Subscriber>>,
+    /// Every local connection by user, joined to a team or not, so a credential's
+    /// sockets can be closed (a deleted API key).
+    users: DashMap<UserId, HashMap<u64, Arc<Outbox>>>,
 }
 
 /// What one fan-out did.
@@ -50,7 +53,39 @@ impl Registry {
         Self {
             node,
             teams: DashMap::new(),
+            users: DashMap::new(),
         }
+    }
+
+    /// Records a new connection of `user` (for [`Registry::close_user`]).
+    pub fn connect(&self, user: &UserId, conn: u64, outbox: Arc<Outbox>) {
+        self.users
+            .entry(user.clone())
+            .or_default()
+            .insert(conn, outbox);
+    }
+
+    /// Forgets a connection recorded by [`Registry::connect`].
+    pub fn disconnect(&self, user: &UserId, conn: u64) {
+        let mut empty = false;
+        if let Some(mut conns) = self.users.get_mut(user) {
+            conns.remove(&conn);
+            empty = conns.is_empty();
+        }
+        if empty {
+            self.users.remove_if(user, |_, conns| conns.is_empty());
+        }
+    }
+
+    /// Closes every local connection of `user`; returns how many were told.
+    pub fn close_user(&self, user: &UserId, code: CloseCode, reason: &'static str) -> usize {
+        let Some(conns) = self.users.get(user) else {
+            return 0;
+        };
+        conns
+            .values()
+            .filter(|o| o.push(Outbound::Close { code, reason }))
+            .count()
     }
 
     /// Adds a connection to a team. Returns true when it is the team's first local

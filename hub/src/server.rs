@@ -98,6 +98,7 @@ impl Running {
         self.background.fanout.abort();
         // Deleting is idempotent: a pass cut short is finished by the next start's.
         self.background.retention.abort();
+        self.background.control.abort();
         if let Some(resync) = &self.background.resync {
             resync.abort();
         }

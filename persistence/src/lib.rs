@@ -47,8 +47,8 @@ pub use activity::{ActivityEvent, ActivityReader, ActivityRetention, ActivityRow
 pub use error::{BoxError, StoreError};
 pub use keys::{ApiKeyRecord, KeyStore};
 pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
-pub use revocations::{Revocation, RevocationStore};
 pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
+pub use revocations::{Revocation, RevocationStore};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };

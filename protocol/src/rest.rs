@@ -99,3 +99,83 @@ pub struct ActivityRow {
 
 /// Free-form JSON, for bodies whose shape the caller decides.
 pub type Json = Value;
+
+/// `POST /api/v1/teams/{team}/api-keys`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateApiKeyRequest {
+    pub name: String,
+    pub role: crate::Role,
+}
+
+/// An API key in a listing: never the key itself nor its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: String,
+    pub role: crate::Role,
+    /// The key's first characters (`thk_` and 8 more), to tell keys apart.
+    pub prefix: String,
+    pub created_by: crate::UserId,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `201` answer to a key creation: the only time `key` is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    pub id: String,
+    pub name: String,
+    pub role: crate::Role,
+    pub prefix: String,
+    pub key: String,
+    pub created_at: String,
+}
+
+/// `GET /api/v1/teams/{team}/api-keys`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyList {
+    pub team: TeamId,
+    pub api_keys: Vec<ApiKeyInfo>,
+}
+
+/// `POST /api/v1/teams/{team}/members/{user}/revoke` answers `200` with this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub team: TeamId,
+    pub user: crate::UserId,
+    /// RFC 3339, UTC: tokens issued at or before this second no longer count in `team`.
+    pub revoked_at: String,
+}
+
+/// A pattern of the library (or a tombstone: `deleted: true`, `content: null`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternBody {
+    pub name: crate::PatternName,
+    pub version: u64,
+    pub content: Value,
+    pub updated_by: crate::UserId,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    pub deleted: bool,
+}
+
+/// `GET /api/v1/teams/{team}/patterns?since_version=V`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternList {
+    pub version: u64,
+    pub patterns: Vec<PatternBody>,
+}
+
+/// `PUT /api/v1/teams/{team}/patterns/{name}`
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PutPatternRequest {
+    pub content: Box<RawValue>,
+}
+
+/// `409` answer to a pattern write whose precondition failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictBody {
+    pub error: ErrorDetail,
+    /// What is stored now (a tombstone if the pattern was deleted).
+    pub current: PatternBody,
+}

@@ -70,6 +70,8 @@ pub enum Action {
     Join,
     ReadPresence,
     ReadHistory,
+    /// Read the team's pattern library.
+    ReadPatterns,
     Publish,
     WritePattern,
     DeletePattern,
@@ -82,7 +84,9 @@ impl Action {
     /// The weakest role allowed to perform this action.
     pub const fn min_role(self) -> Role {
         match self {
-            Action::Join | Action::ReadPresence | Action::ReadHistory => Role::Viewer,
+            Action::Join | Action::ReadPresence | Action::ReadHistory | Action::ReadPatterns => {
+                Role::Viewer
+            }
             Action::Publish | Action::WritePattern => Role::Editor,
             Action::DeletePattern
             | Action::ReadActivity
@@ -102,10 +106,11 @@ pub fn permits(role: Option<Role>, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 9] = [
+    const ALL: [Action; 10] = [
         Action::Join,
         Action::ReadPresence,
         Action::ReadHistory,
+        Action::ReadPatterns,
         Action::Publish,
         Action::WritePattern,
         Action::DeletePattern,
@@ -119,7 +124,10 @@ mod tests {
     fn permission_table() {
         let expect = |a: Action| -> [bool; 4] {
             match a {
-                Action::Join | Action::ReadPresence | Action::ReadHistory => [true; 4],
+                Action::Join
+                | Action::ReadPresence
+                | Action::ReadHistory
+                | Action::ReadPatterns => [true; 4],
                 Action::Publish | Action::WritePattern => [false, true, true, true],
                 _ => [false, false, true, true],
             }

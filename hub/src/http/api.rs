@@ -25,7 +25,7 @@ pub(super) fn team_id(raw: &str) -> Result<TeamId, ApiError> {
 
 /// The JSON body of a request: checks the content type and maps every failure to the
 /// contract's error body (413 when over the body limit).
-fn json_body<'a, T: serde::Deserialize<'a>>(
+pub(super) fn json_body<'a, T: serde::Deserialize<'a>>(
     headers: &HeaderMap,
     body: &'a Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {

@@ -4,8 +4,12 @@ mod activity;
 mod api;
 mod assets;
 mod error;
+mod etag;
+mod keys;
+mod members;
 mod openapi;
 mod ops;
+mod patterns;
 mod ws;
 
 use std::sync::Arc;
@@ -36,6 +40,25 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/teams/{team}/history", get(api::history))
         .route("/api/v1/teams/{team}/activity", get(activity::activity))
         .route("/api/v1/openapi.json", get(openapi::serve))
+        .route(
+            "/api/v1/teams/{team}/api-keys",
+            post(keys::create).get(keys::list),
+        )
+        .route(
+            "/api/v1/teams/{team}/api-keys/{id}",
+            axum::routing::delete(keys::delete),
+        )
+        .route(
+            "/api/v1/teams/{team}/members/{user}/revoke",
+            post(members::revoke),
+        )
+        .route("/api/v1/teams/{team}/patterns", get(patterns::list))
+        .route(
+            "/api/v1/teams/{team}/patterns/{name}",
+            get(patterns::get)
+                .put(patterns::put)
+                .delete(patterns::delete),
+        )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)

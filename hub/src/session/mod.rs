@@ -112,6 +112,9 @@ impl Session {
         metrics::counter_inc(metrics::CONNECTIONS_TOTAL);
         ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
         tracing::debug!("connected");
+        self.node
+            .registry
+            .connect(&self.identity.user, self.key.conn, self.outbox.clone());
         let mut flow = Flow::Continue;
         if let Some(team) = seed_team
             && let Err(e) = self.join_team(&team, None, None).await
@@ -137,6 +140,9 @@ impl Session {
             .await;
         }
         self.leave_all().await;
+        self.node
+            .registry
+            .disconnect(&self.identity.user, self.key.conn);
         ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
         tracing::debug!("disconnected");
     }

@@ -28,8 +28,33 @@ pub struct TestHub {
     running: Option<Running>,
     pub db_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
-    /// The Postgres schema of a node started with [`TestHub::start_on`] `Postgres`.
-    _schema: Option<teamhub_persistence::testing::PostgresSchema>,
+    /// The Postgres schema of a node started with [`TestHub::start_on`] `Postgres`
+    /// (shared by the nodes of a cluster started with [`TestHub::start_shared`]).
+    pub pg: Option<Arc<teamhub_persistence::testing::PostgresSchema>>,
+}
+
+/// Runs an `async fn(Db)` test once per database, as `sqlite::NAME` and
+/// `postgres::NAME`, so a failure names its backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::harness::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::harness::Db::Postgres).await
+                }
+            )*
+        }
+    };
 }
 
 /// Which database a test node runs on.
@@ -101,6 +126,49 @@ impl TestHub {
         Self::start_exact_on(db, &with_secret).await
     }
 
+    /// A fresh Postgres schema for nodes that share one database (a cluster).
+    pub async fn postgres_schema() -> Arc<teamhub_persistence::testing::PostgresSchema> {
+        let base = teamhub_persistence::testing::test_database_url();
+        Arc::new(
+            teamhub_persistence::testing::PostgresSchema::create(&base)
+                .await
+                .unwrap_or_else(|e| panic!("Postgres for the test is unreachable: {e}")),
+        )
+    }
+
+    /// Starts a node with the test secret on the Postgres schema `pg`, which other
+    /// nodes (of a cluster, or after a restart) may share.
+    pub async fn start_shared(
+        pg: Arc<teamhub_persistence::testing::PostgresSchema>,
+        extra: &[&str],
+    ) -> TestHub {
+        let mut hub = Self::start_db_url(extra, pg.url()).await;
+        hub.pg = Some(pg);
+        hub
+    }
+
+    /// Starts a node with the test secret on the database at `url` (e.g. another
+    /// node's SQLite file, as after a restart).
+    pub async fn start_db_url(extra: &[&str], url: &str) -> TestHub {
+        let mut with_secret = vec!["--jwt-secret", SECRET];
+        with_secret.extend_from_slice(extra);
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("hub.db");
+        let args = serve_args_db(&with_secret, &db_path, url);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = teamhub::start_on(&args, listener)
+            .await
+            .expect("node starts");
+        TestHub {
+            addr: running.addr,
+            node: running.node.clone(),
+            running: Some(running),
+            db_path,
+            _dir: dir,
+            pg: None,
+        }
+    }
+
     async fn start_exact_on(db: Db, extra: &[&str]) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("hub.db");
@@ -124,7 +192,7 @@ impl TestHub {
             running: Some(running),
             db_path,
             _dir: dir,
-            _schema: schema,
+            pg: schema.map(Arc::new),
         }
     }
 
@@ -372,4 +440,103 @@ pub fn header_client(url: String, token: String) -> ConnectOptions {
     ConnectOptions::new(url)
         .token(token)
         .token_in(TokenPlacement::Header)
+}
+
+/// A REST answer: status, headers and the JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error body>")
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.headers.get("etag").and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One REST request: JSON body (when given) with `Content-Type: application/json`,
+/// bearer token and extra headers.
+pub async fn call(
+    hub: &TestHub,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(method, hub.http(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl TestHub {
+    /// The URL of this node's database.
+    pub fn database_url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url().to_owned(),
+            None => format!("sqlite://{}", self.db_path.display()),
+        }
+    }
+
+    /// Drains the node (so its activity log is flushed) and reads `team`'s activity.
+    pub async fn activity_after_drain(
+        &mut self,
+        team: &str,
+    ) -> Vec<teamhub_persistence::ActivityRow> {
+        self.drain().await;
+        let db = teamhub_persistence::connect(&self.database_url())
+            .await
+            .unwrap();
+        let rows = db
+            .activity_reader()
+            .recent(&TeamId::new(team).unwrap(), 1000)
+            .await
+            .unwrap();
+        db.close().await;
+        rows
+    }
+}
+
+impl TestClient {
+    /// The next `kicked` frame, skipping presence diffs and messages.
+    pub async fn expect_kicked(&mut self) -> teamhub_protocol::Kicked {
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Kicked(k) => return k,
+                ServerFrame::PresenceDiff(_) | ServerFrame::Message(_) => continue,
+                other => panic!("expected kicked, got {other:?}"),
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod keys;
 mod limits;
 mod listen;
 mod openapi;
+mod patterns;
 mod presence;
 mod process;
 mod reconnect;
