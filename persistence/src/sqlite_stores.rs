@@ -208,7 +208,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(convert)?;
-        decide(current(&mut *tx, team, name).await?)?;
+        decide(current(&mut tx, team, name).await?)?;
         let version: i64 = sqlx::query_scalar(
             "UPDATE pattern_versions SET version = version + 1 WHERE team_id = ?1 RETURNING version",
         )
@@ -249,7 +249,7 @@ impl SqliteStore {
 impl PatternStore for SqliteStore {
     async fn get(&self, team: &TeamId, name: &PatternName) -> Result<Option<Pattern>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(convert)?;
-        current(&mut *conn, team, name).await
+        current(&mut conn, team, name).await
     }
 
     async fn changes(&self, team: &TeamId, since: u64) -> Result<Changes, StoreError> {

@@ -1,0 +1,168 @@
+//! Control traffic between nodes: API key deletions and revocations reach every node of
+//! a cluster through the real Redis, within a second. The nodes share one Postgres
+//! schema (keys and revocations live there) and a unique Redis key prefix.
+
+use std::time::Duration;
+
+use serde_json::json;
+use teamhub_client::ConnectOptions;
+use teamhub_protocol::{ClientOp, ErrorCode, KickReason};
+
+use crate::harness::*;
+
+/// The contract's bound for key deletions and revocations to take effect everywhere.
+const EVERYWHERE: Duration = Duration::from_secs(1);
+
+fn redis_url() -> String {
+    std::env::var("TEAMHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn cluster(n: usize) -> Vec<TestHub> {
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let url = redis_url();
+    let pg = TestHub::postgres_schema().await;
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let id = format!("node{i}");
+        let args = [
+            "--redis-url",
+            &url,
+            "--redis-key-prefix",
+            &prefix,
+            "--node-id",
+            &id,
+        ];
+        nodes.push(TestHub::start_shared(pg.clone(), &args).await);
+    }
+    nodes
+}
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(EVERYWHERE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {EVERYWHERE:?}"))
+}
+
+#[tokio::test]
+async fn deleting_a_key_closes_its_sockets_on_every_node() {
+    let nodes = cluster(3).await;
+    let admin = nodes[0].token("ad", &[("t", "admin")]);
+    let a = call(
+        &nodes[0],
+        "POST",
+        "/api/v1/teams/t/api-keys",
+        Some(&admin),
+        &[],
+        Some(json!({"name": "svc", "role": "editor"})),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let (key, id) = (
+        a.body["key"].as_str().unwrap().to_owned(),
+        a.body["id"].as_str().unwrap().to_owned(),
+    );
+    // The key works on every node (shared database), joined and idle sockets on 1 and 2.
+    let mut joined = Vec::new();
+    let mut idle = Vec::new();
+    for node in &nodes[1..] {
+        let mut c =
+            TestClient::connect(ConnectOptions::new(node.ws_url()).token(key.clone())).await;
+        c.join("t").await;
+        joined.push(c);
+        let mut i =
+            TestClient::connect(ConnectOptions::new(node.ws_url()).token(key.clone())).await;
+        i.roundtrip().await;
+        idle.push(i);
+    }
+    let a = call(
+        &nodes[0],
+        "DELETE",
+        &format!("/api/v1/teams/t/api-keys/{id}"),
+        Some(&admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 204);
+    let deleted = tokio::time::Instant::now();
+    for c in &mut joined {
+        let k = within("the kick", c.expect_kicked()).await;
+        assert_eq!((k.team.as_str(), k.reason), ("t", KickReason::Revoked));
+        assert_eq!(within("the close", c.expect_close()).await.0, Some(4001));
+    }
+    for c in &mut idle {
+        assert_eq!(within("the close", c.expect_close()).await.0, Some(4001));
+    }
+    assert!(deleted.elapsed() < EVERYWHERE);
+    for node in &nodes {
+        let a = call(
+            node,
+            "GET",
+            "/api/v1/teams/t/presence",
+            Some(&key),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.code()),
+            (401, "unauthorized"),
+            "node {}",
+            node.node.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoking_kicks_on_every_node_and_every_node_refuses_old_tokens() {
+    let nodes = cluster(3).await;
+    let admin = nodes[0].token("ad", &[("t", "admin")]);
+    let old = nodes[0].token("mal", &[("t", "editor")]);
+    let mut watcher = nodes[0].connect("w", &[("t", "viewer")]).await;
+    watcher.join("t").await;
+    let mut victims = Vec::new();
+    for node in &nodes[1..] {
+        let mut c =
+            TestClient::connect(ConnectOptions::new(node.ws_url()).token(old.clone())).await;
+        c.join("t").await;
+        victims.push(c);
+    }
+    let joined = watcher.expect_diff().await;
+    assert_eq!(joined.joins[0].user.as_str(), "mal");
+
+    let a = call(
+        &nodes[0],
+        "POST",
+        "/api/v1/teams/t/members/mal/revoke",
+        Some(&admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    for c in &mut victims {
+        let k = within("the kick", c.expect_kicked()).await;
+        assert_eq!((k.team.as_str(), k.reason), ("t", KickReason::Revoked));
+    }
+    let left = within("the presence leave", watcher.expect_diff()).await;
+    assert_eq!(left.leaves[0].user.as_str(), "mal");
+    // Every node refuses the old token now: its cache was updated by the command.
+    for (i, c) in victims.iter_mut().enumerate() {
+        let id = c
+            .send(ClientOp::Join(
+                serde_json::from_value(json!({"team": "t"})).unwrap(),
+            ))
+            .await;
+        c.expect_error(Some(id), ErrorCode::Forbidden).await;
+        let a = call(
+            &nodes[i + 1],
+            "GET",
+            "/api/v1/teams/t/history",
+            Some(&old),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!((a.status, a.code()), (403, "forbidden"));
+    }
+}
