@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use teamhub_protocol::rest::{
-    ActivityPageResponse, ErrorBody, HistoryResponse, PresenceResponse, PublishRequest,
-    PublishResponse,
+    ActivityPageResponse, ApiKeyCreated, ApiKeyList, ConflictBody, ErrorBody, HistoryResponse,
+    PatternBody, PresenceResponse, PublishRequest, PublishResponse, RevokeResponse,
 };
 use teamhub_protocol::{
     ClientFrame, ClientOp, ErrorCode, KickReason, ReplyBody, SeedFrame, SeedPublish, ServerFrame,
@@ -40,6 +40,11 @@ enum Codec {
     RestPresence,
     RestHistory,
     RestActivityPage,
+    RestApiKeyCreated,
+    RestApiKeyList,
+    RestRevoke,
+    RestPattern,
+    RestPatternConflict,
 }
 
 /// Every fixture, by path under `fixtures/`, with its codec.
@@ -83,6 +88,15 @@ const FIXTURES: &[(&str, Codec)] = &[
     ("server/rest_presence_response.json", Codec::RestPresence),
     ("server/rest_history_response.json", Codec::RestHistory),
     ("server/rest_activity_page.json", Codec::RestActivityPage),
+    ("server/rest_apikey_created.json", Codec::RestApiKeyCreated),
+    ("server/rest_apikey_list.json", Codec::RestApiKeyList),
+    ("server/rest_revoke_response.json", Codec::RestRevoke),
+    ("server/rest_pattern.json", Codec::RestPattern),
+    (
+        "server/rest_pattern_conflict.json",
+        Codec::RestPatternConflict,
+    ),
+    ("server/message_pattern_updated.json", Codec::Server),
 ];
 
 fn fixtures_dir() -> PathBuf {
@@ -116,6 +130,11 @@ fn round_trip(codec: Codec, text: &str) -> Value {
         Codec::RestPresence => serde_round_trip::<PresenceResponse>(text),
         Codec::RestHistory => serde_round_trip::<HistoryResponse>(text),
         Codec::RestActivityPage => serde_round_trip::<ActivityPageResponse>(text),
+        Codec::RestApiKeyCreated => serde_round_trip::<ApiKeyCreated>(text),
+        Codec::RestApiKeyList => serde_round_trip::<ApiKeyList>(text),
+        Codec::RestRevoke => serde_round_trip::<RevokeResponse>(text),
+        Codec::RestPattern => serde_round_trip::<PatternBody>(text),
+        Codec::RestPatternConflict => serde_round_trip::<ConflictBody>(text),
     }
 }
 

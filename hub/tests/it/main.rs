@@ -6,8 +6,8 @@ mod harness;
 
 mod activity;
 mod activity_api;
-mod assets;
 mod apikeys;
+mod assets;
 mod bad_input;
 mod cluster;
 mod control;
@@ -25,6 +25,6 @@ mod reconnect;
 mod recovery;
 mod redis_broker;
 mod rest;
-mod rolling;
 mod revoke;
+mod rolling;
 mod seed;
