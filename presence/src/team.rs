@@ -22,16 +22,36 @@ struct UserConns {
     name: Option<String>,
     /// Connection -> (join sequence, meta). The entry shows the meta of the most recent
     /// connection, so a status set from a new tab wins over an old one.
-    conns: BTreeMap<ConnKey, (u64, Option<serde_json::Map<String, serde_json::Value>>)>,
+    ///
+    /// A short vector, not a map: a user has one or a few connections in a team, and a
+    /// `BTreeMap` node holds room for eleven, which made every online user cost about
+    /// 700 bytes more than it needs to.
+    conns: Vec<(ConnKey, u64, Meta)>,
+}
+
+type Meta = Option<serde_json::Map<String, serde_json::Value>>;
+
+impl UserConns {
+    /// Adds the connection, or updates its sequence and meta when already there.
+    fn upsert(&mut self, key: ConnKey, seq: u64, meta: Meta) {
+        match self.conns.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(slot) => *slot = (key, seq, meta),
+            None => self.conns.push((key, seq, meta)),
+        }
+    }
+
+    fn remove(&mut self, key: &ConnKey) {
+        self.conns.retain(|(k, _, _)| k != key);
+    }
 }
 
 impl UserConns {
     fn entry(&self, user: &UserId) -> PresenceEntry {
         let meta = self
             .conns
-            .values()
-            .max_by_key(|(seq, _)| *seq)
-            .and_then(|(_, m)| m.clone());
+            .iter()
+            .max_by_key(|(_, seq, _)| *seq)
+            .and_then(|(_, _, m)| m.clone());
         PresenceEntry {
             user: user.clone(),
             name: self.name.clone(),
@@ -67,7 +87,7 @@ impl TeamPresence {
         if let Some(previous) = self.by_conn.get(&info.key) {
             if *previous == info.user {
                 if let Some(u) = self.users.get_mut(&info.user) {
-                    u.conns.insert(info.key, (seq, info.meta));
+                    u.upsert(info.key, seq, info.meta);
                 }
                 return self.unchanged();
             }
@@ -81,9 +101,9 @@ impl TeamPresence {
             .entry(info.user.clone())
             .or_insert_with(|| UserConns {
                 name: info.name.clone(),
-                conns: BTreeMap::new(),
+                conns: Vec::with_capacity(1),
             });
-        user.conns.insert(info.key, (seq, info.meta));
+        user.upsert(info.key, seq, info.meta);
         if user.conns.len() == 1 {
             self.version += 1;
             let entry = user.entry(&info.user);
@@ -105,7 +125,7 @@ impl TeamPresence {
         let Some(user) = self.users.get_mut(&user_id) else {
             return self.unchanged();
         };
-        user.conns.remove(key);
+        user.remove(key);
         if !user.conns.is_empty() {
             return self.unchanged();
         }

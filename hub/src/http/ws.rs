@@ -71,19 +71,24 @@ pub async fn connect_seed(
     })
 }
 
+/// Bytes read from the socket per read call (tungstenite's buffer, kept per connection).
+const READ_BUFFER: usize = 512;
+
 /// Frames are buffered up to this many bytes before a write, and always on flush.
 const WRITE_BUFFER: usize = 16 * 1024;
 
 fn upgrade(node: &Node, ws: WebSocketUpgrade) -> WebSocketUpgrade {
     let max = node.limits.max_frame_bytes;
     // Small buffers: most connections are idle most of the time, and tungstenite's
-    // 128 KiB defaults would dominate a node's memory. The write buffer lets a session
+    // 128 KiB defaults would dominate a node's memory. The read buffer stays allocated
+    // for the connection's life; 512 bytes hold an ordinary client frame in one read
+    // (larger ones take several reads, and inbound frames are rate-limited anyway). The write buffer lets a session
     // feed a whole batch of frames and hand it to the kernel in one write on flush
     // (a buffer of 0 would mean one `send` per frame).
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
 }
 

@@ -89,7 +89,15 @@ impl Session {
     /// Everything it logs is inside one `conn` span with the node, the connection's
     /// number, the user and the teams it is in (`teams`, comma-separated, updated on
     /// every join and leave), so logs can be filtered by any of them across nodes.
-    pub async fn run(mut self, socket: WebSocket, seed_team: Option<TeamId>) {
+    ///
+    /// Not an `async fn`: that would keep `self` and the socket a second time in its
+    /// own state beside the inner future's, and every idle connection pays for its
+    /// task's whole size.
+    pub fn run(
+        mut self,
+        socket: WebSocket,
+        seed_team: Option<TeamId>,
+    ) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "conn",
             node = %self.node.id,
@@ -98,7 +106,7 @@ impl Session {
             teams = seed_team.as_ref().map(|t| t.as_str()),
         );
         self.span = span.clone();
-        self.run_inner(socket, seed_team).instrument(span).await;
+        self.run_inner(socket, seed_team).instrument(span)
     }
 
     /// Brings the span's `teams` field up to date after a join or leave.
@@ -108,43 +116,64 @@ impl Session {
         self.span.record("teams", teams.join(",").as_str());
     }
 
-    async fn run_inner(mut self, mut socket: WebSocket, seed_team: Option<TeamId>) {
-        metrics::counter_inc(metrics::CONNECTIONS_TOTAL);
-        ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
-        tracing::debug!("connected");
-        self.node
-            .registry
-            .connect(&self.identity.user, self.key.conn, self.outbox.clone());
-        let mut flow = Flow::Continue;
-        if let Some(team) = seed_team
-            && let Err(e) = self.join_team(&team, None, None).await
-        {
-            tracing::warn!(error = %e, "seed join failed");
-            flow = Flow::Close(CloseCode::Internal, "join failed");
+    /// The connection's whole life. A plain function returning an `async move` block,
+    /// not an `async fn`: an `async fn` keeps its by-value arguments twice in its state
+    /// (as arguments, and again once moved into its body), and the session and socket
+    /// are most of an idle connection's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store the session and socket twice"
+    )]
+    fn run_inner(
+        mut self,
+        mut socket: WebSocket,
+        seed_team: Option<TeamId>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            metrics::counter_inc(metrics::CONNECTIONS_TOTAL);
+            ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+            tracing::debug!("connected");
+            self.node
+                .registry
+                .connect(&self.identity.user, self.key.conn, self.outbox.clone());
+            let mut flow = Flow::Continue;
+            if let Some(team) = seed_team
+                && let Err(e) = Box::pin(self.join_team(&team, None, None)).await
+            {
+                tracing::warn!(error = %e, "seed join failed");
+                flow = Flow::Close(CloseCode::Internal, "join failed");
+            }
+            if matches!(flow, Flow::Continue) {
+                flow = self.event_loop(&mut socket).await;
+            }
+            if let Flow::Close(code, reason) = flow {
+                metrics::closed(code.as_u16());
+                tracing::debug!(code = code.as_u16(), reason, "closing");
+                let frame = CloseFrame {
+                    code: code.as_u16(),
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                // The closing handshake: send our close frame, then read (and drop)
+                // whatever the peer still sends until its close frame. Closing the
+                // TCP socket with unread input would make the kernel answer with a
+                // reset, and a reset can overtake our close frame, so the client
+                // would never learn the code. Best effort and bounded: the peer may
+                // already be gone. Boxed, like the other once-per-connection steps, to
+                // keep it out of the task's size.
+                let close = tokio::time::timeout(Duration::from_secs(2), async {
+                    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                        while let Some(Ok(_)) = socket.recv().await {}
+                    }
+                });
+                let _ = Box::pin(close).await;
+            }
+            Box::pin(self.leave_all()).await;
+            self.node
+                .registry
+                .disconnect(&self.identity.user, self.key.conn);
+            ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+            tracing::debug!("disconnected");
         }
-        if matches!(flow, Flow::Continue) {
-            flow = self.event_loop(&mut socket).await;
-        }
-        if let Flow::Close(code, reason) = flow {
-            metrics::closed(code.as_u16());
-            tracing::debug!(code = code.as_u16(), reason, "closing");
-            let frame = CloseFrame {
-                code: code.as_u16(),
-                reason: Utf8Bytes::from_static(reason),
-            };
-            // Best effort: the peer may already be gone.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                socket.send(Message::Close(Some(frame))),
-            )
-            .await;
-        }
-        self.leave_all().await;
-        self.node
-            .registry
-            .disconnect(&self.identity.user, self.key.conn);
-        ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
-        tracing::debug!("disconnected");
     }
 
     async fn event_loop(&mut self, socket: &mut WebSocket) -> Flow {
@@ -159,11 +188,22 @@ impl Session {
                 _ = node.shutdown.cancelled() => Flow::Close(CloseCode::Draining, "node draining: reconnect and recover with since"),
                 _ = outbox.ready() => match outbox.drain_into(&mut batch) {
                     Drained::Overflowed => Flow::Close(CloseCode::Overloaded, "too slow: outbound queue overflowed"),
-                    Drained::Items => self.deliver(socket, &mut batch).await,
+                    Drained::Items => {
+                        let flow = self.deliver(socket, &mut batch).await;
+                        if batch.capacity() > 64 {
+                            // As the outbox does: a burst's memory goes back once it is out.
+                            batch.shrink_to(8);
+                        }
+                        flow
+                    }
                 },
                 msg = socket.recv() => {
                     self.last_seen = Instant::now();
-                    self.on_socket_message(socket, msg).await
+                    // Boxed: handling a frame (join, publish...) needs far more state
+                    // than waiting does, and an unboxed future would make every idle
+                    // connection's task as large as its largest op. One allocation per
+                    // inbound frame is cheap next to decoding it.
+                    Box::pin(self.on_socket_message(socket, msg)).await
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
