@@ -7,7 +7,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::{ErrorCode, MessageType, TeamId, UserId};
+use crate::{ErrorCode, MessageType, PatternName, Role, TeamId, UserId};
 
 fn id_schema(what: &str, max: usize, example: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
@@ -42,6 +42,34 @@ impl PartialSchema for MessageType {
     }
 }
 impl ToSchema for MessageType {}
+
+impl PartialSchema for PatternName {
+    fn schema() -> RefOr<Schema> {
+        id_schema("Pattern name", PatternName::MAX_LEN, "retry-policy")
+    }
+}
+impl ToSchema for PatternName {}
+
+impl PartialSchema for Role {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some([
+                Role::Owner.as_str(),
+                Role::Admin.as_str(),
+                Role::Editor.as_str(),
+                Role::Viewer.as_str(),
+                "member",
+                "developer",
+            ]))
+            .description(Some(
+                "A role in a team; `member` and `developer` are accepted as aliases of \
+                 `editor` and never answered",
+            ))
+            .into()
+    }
+}
+impl ToSchema for Role {}
 
 /// Every code, in declaration order.
 const CODES: [ErrorCode; 10] = [

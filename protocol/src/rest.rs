@@ -102,6 +102,7 @@ pub type Json = Value;
 
 /// `POST /api/v1/teams/{team}/api-keys`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateApiKeyRequest {
     pub name: String,
     pub role: crate::Role,
@@ -109,6 +110,7 @@ pub struct CreateApiKeyRequest {
 
 /// An API key in a listing: never the key itself nor its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyInfo {
     pub id: String,
     pub name: String,
@@ -122,6 +124,7 @@ pub struct ApiKeyInfo {
 
 /// `201` answer to a key creation: the only time `key` is shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyCreated {
     pub id: String,
     pub name: String,
@@ -133,6 +136,7 @@ pub struct ApiKeyCreated {
 
 /// `GET /api/v1/teams/{team}/api-keys`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyList {
     pub team: TeamId,
     pub api_keys: Vec<ApiKeyInfo>,
@@ -140,6 +144,7 @@ pub struct ApiKeyList {
 
 /// `POST /api/v1/teams/{team}/members/{user}/revoke` answers `200` with this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeResponse {
     pub team: TeamId,
     pub user: crate::UserId,
@@ -149,9 +154,12 @@ pub struct RevokeResponse {
 
 /// A pattern of the library (or a tombstone: `deleted: true`, `content: null`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PatternBody {
     pub name: crate::PatternName,
     pub version: u64,
+    /// Any JSON value (`null` for a tombstone).
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub content: Value,
     pub updated_by: crate::UserId,
     /// RFC 3339, UTC.
@@ -161,6 +169,7 @@ pub struct PatternBody {
 
 /// `GET /api/v1/teams/{team}/patterns?since_version=V`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PatternList {
     pub version: u64,
     pub patterns: Vec<PatternBody>,
@@ -168,12 +177,16 @@ pub struct PatternList {
 
 /// `PUT /api/v1/teams/{team}/patterns/{name}`
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PutPatternRequest {
+    /// Any JSON value.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub content: Box<RawValue>,
 }
 
 /// `409` answer to a pattern write whose precondition failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictBody {
     pub error: ErrorDetail,
     /// What is stored now (a tombstone if the pattern was deleted).

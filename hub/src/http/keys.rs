@@ -10,15 +10,28 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use teamhub_protocol::rest::{ApiKeyCreated, ApiKeyInfo, ApiKeyList, CreateApiKeyRequest};
-use teamhub_protocol::{Action, ErrorCode, UserId};
+use teamhub_protocol::{Action, ErrorCode, TeamId, UserId};
 
-use super::ApiError;
 use super::api::{json_body, team_id};
 use super::patterns::rfc3339;
 use super::ws::{authenticate, client_info};
+use super::{ApiError, openapi};
 use crate::node::Node;
 
 /// `POST /api/v1/teams/{team}/api-keys`
+#[utoipa::path(
+    post,
+    path = "/api/v1/teams/{team}/api-keys",
+    tag = "api-keys",
+    summary = "Create an API key (admin); the key is shown only in this answer",
+    params(("team" = TeamId, Path, description = "The team")),
+    request_body = CreateApiKeyRequest,
+    responses(
+        (status = 201, description = "Created", body = ApiKeyCreated),
+        openapi::Errors,
+        openapi::TooLarge,
+    )
+)]
 pub async fn create(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -49,6 +62,17 @@ pub async fn create(
 }
 
 /// `GET /api/v1/teams/{team}/api-keys`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/api-keys",
+    tag = "api-keys",
+    summary = "The team's API keys, without the keys themselves (admin)",
+    params(("team" = TeamId, Path, description = "The team")),
+    responses(
+        (status = 200, description = "The keys", body = ApiKeyList),
+        openapi::Errors,
+    )
+)]
 pub async fn list(
     State(node): State<Arc<Node>>,
     Path(team): Path<String>,
@@ -74,6 +98,18 @@ pub async fn list(
 }
 
 /// `DELETE /api/v1/teams/{team}/api-keys/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/teams/{team}/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Delete an API key (admin); it stops working on every node within 1 s",
+    params(("team" = TeamId, Path, description = "The team"), ("id" = UserId, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        openapi::Errors,
+        openapi::NotFound,
+    )
+)]
 pub async fn delete(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -8,14 +8,26 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use teamhub_protocol::rest::RevokeResponse;
-use teamhub_protocol::{ErrorCode, UserId};
+use teamhub_protocol::{ErrorCode, TeamId, UserId};
 
-use super::ApiError;
 use super::api::team_id;
 use super::patterns::rfc3339;
 use super::ws::{authenticate, client_info};
+use super::{ApiError, openapi};
 use crate::node::Node;
 
+/// `POST /api/v1/teams/{team}/members/{user}/revoke`
+#[utoipa::path(
+    post,
+    path = "/api/v1/teams/{team}/members/{user}/revoke",
+    tag = "members",
+    summary = "Revoke a member (admin): live connections leave, older tokens stop counting",
+    params(("team" = TeamId, Path, description = "The team"), ("user" = UserId, Path, description = "The member")),
+    responses(
+        (status = 200, description = "Revoked", body = RevokeResponse),
+        openapi::Errors,
+    )
+)]
 pub async fn revoke(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -15,7 +15,7 @@ use teamhub_protocol::{MessageType, TeamId, UserId};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{activity, api};
+use super::{activity, api, keys, members, patterns};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,14 @@ use super::{activity, api};
         api::presence,
         api::history,
         activity::activity,
+        keys::create,
+        keys::list,
+        keys::delete,
+        members::revoke,
+        patterns::list,
+        patterns::get,
+        patterns::put,
+        patterns::delete,
     ),
     components(schemas(ErrorBody, ActivityFormat)),
     modifiers(&BearerAuth),
@@ -39,6 +47,9 @@ use super::{activity, api};
         (name = "presence", description = "Who is online"),
         (name = "history", description = "Recent messages"),
         (name = "activity", description = "The team's activity log"),
+        (name = "api-keys", description = "API keys of a team"),
+        (name = "members", description = "Revoking a member"),
+        (name = "patterns", description = "The team's pattern library (versioned, with ETags)"),
     )
 )]
 pub struct ApiDoc;
@@ -68,6 +79,34 @@ pub enum TooLarge {
     /// The body is larger than the node's limit (`--max-frame-bytes`).
     #[response(status = 413)]
     TooLarge(ErrorBody),
+}
+
+/// The answer when the thing named in the path does not exist.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NotFound {
+    /// No such key or pattern in the team.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The answer to a write without its conditional header.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum PreconditionRequired {
+    /// Neither `If-None-Match: *` nor `If-Match: "<version>"` was sent.
+    #[response(status = 428)]
+    PreconditionRequired(ErrorBody),
+}
+
+/// Query of `GET /api/v1/teams/{team}/patterns` (documentation only).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PatternsParams {
+    /// Patterns changed after this version (default 0: all of them).
+    #[param(format = "uint64", minimum = 0)]
+    since_version: Option<u64>,
 }
 
 /// Query of `GET /api/v1/teams/{team}/history` (documentation only; `api.rs` parses).
@@ -177,6 +216,14 @@ mod tests {
             ("/api/v1/teams/{team}/presence", "get"),
             ("/api/v1/teams/{team}/history", "get"),
             ("/api/v1/teams/{team}/activity", "get"),
+            ("/api/v1/teams/{team}/api-keys", "post"),
+            ("/api/v1/teams/{team}/api-keys", "get"),
+            ("/api/v1/teams/{team}/api-keys/{id}", "delete"),
+            ("/api/v1/teams/{team}/members/{user}/revoke", "post"),
+            ("/api/v1/teams/{team}/patterns", "get"),
+            ("/api/v1/teams/{team}/patterns/{name}", "get"),
+            ("/api/v1/teams/{team}/patterns/{name}", "put"),
+            ("/api/v1/teams/{team}/patterns/{name}", "delete"),
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} missing");

@@ -26,12 +26,12 @@ use teamhub_persistence::{Expect, Pattern};
 use teamhub_protocol::rest::{
     ConflictBody, ErrorDetail, PatternBody, PatternList, PutPatternRequest,
 };
-use teamhub_protocol::{ErrorCode, PatternName};
+use teamhub_protocol::{ErrorCode, PatternName, TeamId};
 
-use super::ApiError;
 use super::api::{json_body, team_id};
 use super::etag::{self, Condition};
 use super::ws::{authenticate, client_info};
+use super::{ApiError, openapi};
 use crate::library::WriteError;
 use crate::node::Node;
 
@@ -102,6 +102,17 @@ fn since_version(query: Option<&str>) -> Result<u64, ApiError> {
 }
 
 /// `GET /api/v1/teams/{team}/patterns?since_version=V`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/patterns",
+    tag = "patterns",
+    summary = "Every pattern changed after a version, deletions included (viewer)",
+    params(("team" = TeamId, Path, description = "The team"), openapi::PatternsParams),
+    responses(
+        (status = 200, description = "The changes and the latest version", body = PatternList),
+        openapi::Errors,
+    )
+)]
 pub async fn list(
     State(node): State<Arc<Node>>,
     Path(team): Path<String>,
@@ -119,6 +130,22 @@ pub async fn list(
 }
 
 /// `GET /api/v1/teams/{team}/patterns/{name}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams/{team}/patterns/{name}",
+    tag = "patterns",
+    summary = "One pattern, with its version as ETag (viewer)",
+    params(("team" = TeamId, Path, description = "The team"), ("name" = PatternName, Path, description = "The pattern"),
+        ("If-None-Match" = Option<String>, Header, description = "`\"<version>\"`: 304 while unchanged")),
+    responses(
+        (status = 200, description = "The pattern", body = PatternBody,
+            headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 304, description = "Unchanged since the version in If-None-Match",
+            headers(("ETag" = String, description = "`\"<version>\"`"))),
+        openapi::Errors,
+        openapi::NotFound,
+    )
+)]
 pub async fn get(
     State(node): State<Arc<Node>>,
     Path((team, name)): Path<(String, String)>,
@@ -138,6 +165,29 @@ pub async fn get(
 }
 
 /// `PUT /api/v1/teams/{team}/patterns/{name}`
+#[utoipa::path(
+    put,
+    path = "/api/v1/teams/{team}/patterns/{name}",
+    tag = "patterns",
+    summary = "Create (If-None-Match: *) or update (If-Match: \"<version>\") a pattern (editor)",
+    params(("team" = TeamId, Path, description = "The team"), ("name" = PatternName, Path, description = "The pattern"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create; the pattern must not exist"),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"`: update that version")),
+    request_body = PutPatternRequest,
+    responses(
+        (status = 200, description = "Updated", body = PatternBody,
+            headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 201, description = "Created", body = PatternBody,
+            headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 409, description = "Stale version: the stored pattern is in `current`",
+            body = ConflictBody,
+            headers(("ETag" = String, description = "`\"<version>\"` of `current`"))),
+        openapi::Errors,
+        openapi::NotFound,
+        openapi::TooLarge,
+        openapi::PreconditionRequired,
+    )
+)]
 pub async fn put(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -178,6 +228,23 @@ pub async fn put(
 }
 
 /// `DELETE /api/v1/teams/{team}/patterns/{name}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/teams/{team}/patterns/{name}",
+    tag = "patterns",
+    summary = "Delete a pattern at a version (admin)",
+    params(("team" = TeamId, Path, description = "The team"), ("name" = PatternName, Path, description = "The pattern"),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"`: delete that version")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "Stale version: the stored pattern is in `current`",
+            body = ConflictBody,
+            headers(("ETag" = String, description = "`\"<version>\"` of `current`"))),
+        openapi::Errors,
+        openapi::NotFound,
+        openapi::PreconditionRequired,
+    )
+)]
 pub async fn delete(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
