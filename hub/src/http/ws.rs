@@ -58,7 +58,10 @@ pub async fn connect_seed(
         Err(refused) => return refused.into_response(),
     };
     let client = client_info(peer, &headers);
-    let member = identity.role_in(team.as_str()).is_some();
+    // A role in the team, not revoked there: the same check as a `join` on `/ws`.
+    let member = node
+        .authorize(&identity, &team, teamhub_protocol::Action::Join)
+        .is_ok();
     upgrade(&node, ws).on_upgrade(move |socket| async move {
         if member {
             let session = Session::new(node.clone(), identity, client, Framing::Seed);

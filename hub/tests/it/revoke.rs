@@ -98,6 +98,11 @@ async fn revocation(backend: Db) {
         (403, "forbidden"),
         "a token without iat counts as old"
     );
+    // Nor through the seed endpoint, which joins at once.
+    let seed = format!("ws://{}/ws/t?token={old}", hub.addr);
+    let mut seeded = TestClient::connect(ConnectOptions::new(seed)).await;
+    let (code, reason) = seeded.expect_close().await;
+    assert_eq!((code, reason.as_str()), (Some(1008), "not a team member"));
     // A token issued after the revocation works.
     let fresh = fresh_token("mal", &[("t", "editor")]);
     let mut back =
