@@ -174,6 +174,20 @@ async fn status_codes(db: Db) {
         let page = get_json(&hub, path, &token).await;
         assert_eq!(page, json!({"items": [], "next_cursor": null}), "{role}");
     }
+
+    // The database gone: 503 with the error body, for pages and exports alike (an
+    // export reads its first page before answering).
+    hub.node.database.close().await;
+    for format in ["json", "csv", "ndjson"] {
+        expect_error(
+            &hub,
+            &format!("{path}?format={format}"),
+            Some(&token),
+            503,
+            "unavailable",
+        )
+        .await;
+    }
 }
 
 async fn rows_and_filters(db: Db) {
