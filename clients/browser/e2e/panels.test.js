@@ -22,6 +22,33 @@ async function hub(opts) {
 
 const pageUrl = (h, token, team, extra = "") => `${h.origin}/?token=${encodeURIComponent(token)}&team=${team}${extra}`;
 
+test("a pattern written over REST appears in the page, and so do its update and deletion", async () => {
+  const h = await hub();
+  const admin = h.token("ada", { demo: "admin" }, "Ada");
+  const page = await openPage(b, pageUrl(h, admin, "demo"));
+  await online(page);
+  const created = await h.rest("PUT", "/teams/demo/patterns/login-form", admin,
+    { content: { fields: ["user", "password"] } }, { "If-None-Match": "*" });
+  assert.ok(created.status === 200 || created.status === 201, JSON.stringify(created));
+  const item = page.locator('#patterns li[data-name="login-form"]');
+  await item.waitFor({ timeout: WAIT_MS });
+  assert.match(await item.locator("pre").textContent(), /password/);
+
+  const version = created.body.version;
+  const updated = await h.rest("PUT", "/teams/demo/patterns/login-form", admin,
+    { content: { fields: ["email", "password", "otp"] } }, { "If-Match": `"${version}"` });
+  assert.equal(updated.status, 200, JSON.stringify(updated));
+  await page.locator('#patterns li[data-name="login-form"] pre', { hasText: "otp" }).waitFor({ timeout: WAIT_MS });
+  await screenshot(page, "patterns");
+
+  const deleted = await h.rest("DELETE", "/teams/demo/patterns/login-form", admin, undefined,
+    { "If-Match": `"${updated.body.version}"` });
+  assert.equal(deleted.status, 204);
+  await item.waitFor({ state: "detached", timeout: WAIT_MS });
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("admins filter the activity log and export it as CSV", async () => {
   const h = await hub();
   const owner = h.token("olga", { demo: "owner" }, "Olga");
