@@ -344,3 +344,32 @@ async fn an_expired_token_exits_non_zero() {
     let text = stderr.join("\n");
     assert!(text.contains("token expired (close 4001)"), "{text}");
 }
+
+#[tokio::test]
+async fn revoked_from_its_last_team_it_exits_non_zero() {
+    let node = Restartable::start(&[]).await;
+    let admin = token_with("ad", &[("t", "admin")], |_| {});
+    let mut listen = Listener::spawn(
+        node.addr,
+        &token_with("li", &[("t", "viewer")], |_| {}),
+        &["--team", "t"],
+    );
+    listen.joined("t").await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/teams/t/members/li/revoke",
+            node.addr
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let kicked = listen.frame().await;
+    assert_eq!(kicked["op"], "kicked", "{kicked}");
+    assert_eq!(kicked["reason"], "revoked");
+    let (status, stderr) = listen.exit().await;
+    assert!(!status.success());
+    let text = stderr.join("\n");
+    assert!(text.contains("no team left"), "{text}");
+}
