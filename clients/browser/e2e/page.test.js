@@ -149,3 +149,34 @@ test("the library refreshes its token before it expires and the connection lives
   assert.deepEqual(result.closes, [], "the connection was never closed");
   await page.context().close();
 });
+
+test("in cluster mode a restarted node's page recovers what was published meanwhile", async () => {
+  // Two nodes on one Redis (a key prefix of this run's own): epoch and history live in
+  // Redis, so they survive node a's restart, and node b takes publishes meanwhile.
+  const redis = process.env.TEAMHUB_TEST_REDIS_URL || "redis://127.0.0.1:6379";
+  const prefix = `e2e-${process.pid}-${Date.now()}`;
+  const extra = ["--redis-url", redis, "--redis-key-prefix", prefix];
+  const a = await hub({ extra });
+  const other = await hub({ extra });
+  const ann = a.token("ann", { demo: "editor" }, "Ann");
+  const bob = a.token("bob", { demo: "editor" }, "Bob");
+  const page = await openPage(b, pageUrl(a, ann, "demo"));
+  await online(page);
+  const pageId = await page.evaluate(() => window.teamhubPageId);
+  assert.equal((await a.rest("POST", "/teams/demo/messages", bob, { type: "chat.message", data: { text: "one" } })).status, 200);
+  await page.locator("#feed li.chat", { hasText: "one" }).waitFor({ timeout: WAIT_MS });
+
+  assert.equal((await a.stop()).code, 0);
+  await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: WAIT_MS });
+  for (const text of ["two", "three"]) {
+    assert.equal((await other.rest("POST", "/teams/demo/messages", bob, { type: "chat.message", data: { text } })).status, 200);
+  }
+  await a.start();
+  await online(page);
+  await page.locator("#feed li.system", { hasText: "2 missed message(s) recovered" }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual(await page.locator("#feed li.chat").evaluateAll((items) => items.map((i) => i.lastChild.textContent)), ["one", "two", "three"]);
+  assert.equal(await page.evaluate(() => window.teamhubPageId), pageId, "the page was not reloaded");
+  await screenshot(page, "cluster-restart-recovered");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
