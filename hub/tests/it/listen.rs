@@ -373,3 +373,44 @@ async fn revoked_from_its_last_team_it_exits_non_zero() {
     let text = stderr.join("\n");
     assert!(text.contains("no team left"), "{text}");
 }
+
+#[tokio::test]
+async fn an_api_key_works_as_its_token() {
+    let node = Restartable::start(&[]).await;
+    let admin = token_with("ad", &[("t", "admin")], |_| {});
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/teams/t/api-keys", node.addr))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "ide", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().expect("a key").to_owned();
+    assert!(key.starts_with("thk_"), "{created}");
+    let mut listen = Listener::spawn(node.addr, &key, &["--team", "t", "--types", "pattern."]);
+    let reply = listen.joined("t").await;
+    assert_eq!(
+        reply["presence"][0]["user"],
+        format!("apikey:{}", created["id"].as_str().unwrap())
+    );
+    node.publish(&admin, "chat.message", json!({"text": "not printed"}))
+        .await;
+    let put = reqwest::Client::new()
+        .put(format!(
+            "http://{}/api/v1/teams/t/patterns/button",
+            node.addr
+        ))
+        .bearer_auth(&admin)
+        .header("If-None-Match", "*")
+        .json(&json!({"content": {"color": "blue"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let frame = listen.frame().await;
+    assert_eq!(message(&frame).1, "pattern.updated", "{frame}");
+    assert_eq!(frame["data"]["name"], "button");
+}
