@@ -144,7 +144,11 @@ export declare class TeamhubClient {
   /** Resolves once the socket is open; rejects if the client stops before that. */
   connect(): Promise<void>;
   close(): void;
-  /** Joins (and rejoins after every reconnect, with `since`). */
+  /**
+   * Joins (and rejoins after every reconnect, with `since` and the same `meta`). Called
+   * while disconnected it rejects with code "unavailable", and the team is joined when
+   * the connection opens.
+   */
   join(team: string, options?: { meta?: Record<string, unknown> }): Promise<JoinReply>;
   leave(team: string): Promise<void>;
   /** Resolves with the message's offset. */

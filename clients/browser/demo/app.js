@@ -50,6 +50,8 @@ function start() {
   state.patternVersion = 0;
   $("feed").replaceChildren();
   $("whoami").textContent = claims ? `as ${claims.name || claims.sub}${state.role ? ` · ${state.role}` : ""}` : "";
+  // An API key carries no readable role: show the log if the node lets it read it.
+  state.maybeAdmin = !claims;
   $("activity").hidden = !["admin", "owner"].includes(state.role);
   history.replaceState(null, "", `?team=${encodeURIComponent(team)}`);
 
@@ -92,6 +94,10 @@ async function onJoined({ team, reply, recovered, rejoin }) {
   }
   // The pattern feed is a change log, so catching up is always one incremental fetch.
   loadPatterns();
+  if (!rejoin && state.maybeAdmin) {
+    const probe = await api("/activity?limit=1").catch(() => null);
+    $("activity").hidden = probe?.status !== 200;
+  }
   if (!$("activity").hidden && !rejoin) loadActivity();
 }
 

@@ -82,3 +82,21 @@ test("admins filter the activity log and export it as CSV", async () => {
   await ed.context().close();
   await page.context().close();
 });
+
+test("an admin API key pasted into the page gets the activity panel", async () => {
+  const h = await hub();
+  const owner = h.token("olga", { demo: "owner" }, "Olga");
+  const created = await h.rest("POST", "/teams/demo/api-keys", owner, { name: "console", role: "admin" });
+  assert.equal(created.status, 201, JSON.stringify(created));
+  const page = await openPage(b, pageUrl(h, created.body.key, "demo"));
+  await online(page);
+  await page.locator("#activity").waitFor({ state: "visible", timeout: WAIT_MS });
+  await page.locator(`#presence li[data-user="apikey:${created.body.id}"]`).waitFor({ timeout: WAIT_MS });
+  const viewer = await h.rest("POST", "/teams/demo/api-keys", owner, { name: "wall", role: "viewer" });
+  const wall = await openPage(b, pageUrl(h, viewer.body.key, "demo"));
+  await online(wall);
+  await wall.locator(`#presence li[data-user="apikey:${viewer.body.id}"]`).waitFor({ timeout: WAIT_MS });
+  assert.equal(await wall.locator("#activity").isVisible(), false);
+  await wall.context().close();
+  await page.context().close();
+});
