@@ -4,7 +4,10 @@
 # and .svg. Needs release builds and the Socket.IO baseline installed:
 #   cargo build --release -p teamhub-loadtest -p teamhub
 #   (cd loadtest/baselines/socketio && npm ci)
-# Usage: loadtest/bench.sh [idle|fanout|ramp|all] [RUN_TAG]
+# Usage: loadtest/bench.sh [idle|fanout|ramp|all|cluster] [RUN_TAG]
+#   cluster: the fanout and ramp on 1 node in-process, then 1, 2 and 3 nodes sharing
+#   Redis at 127.0.0.1:6379 (a fresh key prefix per layout); sockets round-robin over
+#   the nodes, so most messages cross Redis to reach receivers on other nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -47,6 +50,53 @@ stop() {
   SERVER_PID=
 }
 trap stop EXIT
+
+CLUSTER_PIDS=()
+cluster_start() { # cluster_start NODES memory|redis
+  local nodes=$1 backend=$2 prefix="bench-$$-$RANDOM" i port
+  URLS=() PIDS=() CLUSTER_PIDS=()
+  for i in $(seq 1 "$nodes"); do
+    port=$((18100 + i))
+    rm -f "$WORK/node$i.db"*
+    local args=(serve --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --rate-limit 0
+      --database-url "sqlite://$WORK/node$i.db" --node-id "n$i")
+    if [[ $backend == redis ]]; then
+      args+=(--redis-url redis://127.0.0.1:6379 --redis-key-prefix "$prefix")
+    fi
+    "$BIN/teamhub" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+    URLS+=(--url "ws://127.0.0.1:$port/ws")
+    PIDS+=(--server-pid $!)
+    for _ in $(seq 1 100); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+  done
+}
+
+cluster_stop() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  CLUSTER_PIDS=()
+}
+
+if [[ $WHAT == cluster ]]; then
+  trap cluster_stop EXIT
+  for layout in 1:memory 1:redis 2:redis 3:redis; do
+    nodes=${layout%%:*} backend=${layout#*:}
+    name="hub-${nodes}node-$backend"
+    cluster_start "$nodes" "$backend"
+    $LT fanout "${URLS[@]}" "${PIDS[@]}" \
+      --sockets 1000 --teams 10 --publishers 1 --rate 100 --duration 20s \
+      --json "$OUT/fanout-$name-$TAG.json" || echo "fanout $name exited $?"
+    $LT ramp "${URLS[@]}" "${PIDS[@]}" \
+      --sockets 1000 --teams 10 --publishers 1 --start-rate 100 --step-duration 5s \
+      --json "$OUT/ramp-$name-$TAG.json" || echo "ramp $name exited $?"
+    cluster_stop
+  done
+  exit 0
+fi
 
 for KIND in teamhub relay socketio; do
   if [[ $WHAT == all || $WHAT == idle ]]; then
