@@ -40,7 +40,10 @@ impl PostgresSchema {
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let _ = conn.close().await;
         let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        // The schema's name is also the connections' application_name, so dropping the
+        // guard can find and end them (see `Drop`).
+        let url =
+            format!("{base}{sep}application_name={schema}&options=-c%20search_path%3D{schema}");
         Ok(PostgresSchema {
             base: base.to_owned(),
             schema,
@@ -70,6 +73,18 @@ impl Drop for PostgresSchema {
                 .ok()?;
             rt.block_on(async move {
                 let mut conn = PgConnection::connect(&base).await.ok()?;
+                // The nodes of the test may still hold connections in a transaction (an
+                // activity batch between INSERT and COMMIT) whose runtime is the one
+                // blocked in this drop: they would never commit, and DROP SCHEMA would
+                // wait for their locks forever. The test is over, so end them first.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&schema)
+                .execute(&mut conn)
+                .await
+                .ok()?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS {schema} CASCADE"
                 )))

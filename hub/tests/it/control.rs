@@ -166,3 +166,70 @@ async fn revoking_kicks_on_every_node_and_every_node_refuses_old_tokens() {
         assert_eq!((a.status, a.code()), (403, "forbidden"));
     }
 }
+
+/// Pattern writers racing from the same version on different nodes: exactly one wins,
+/// and the change notice reaches sockets on every node through the broker.
+#[tokio::test]
+async fn pattern_writes_race_across_nodes_and_notices_reach_every_node() {
+    let nodes = cluster(2).await;
+    let editor = nodes[0].token("ed", &[("t", "editor")]);
+    let mut watchers = Vec::new();
+    for node in &nodes {
+        let mut w = node.connect("w", &[("t", "viewer")]).await;
+        w.join("t").await;
+        watchers.push(w);
+    }
+    let path = "/api/v1/teams/t/patterns/hot";
+    let a = call(
+        &nodes[0],
+        "PUT",
+        path,
+        Some(&editor),
+        &[("if-none-match", "*")],
+        Some(json!({"content": 0})),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    for w in &mut watchers {
+        let m = w.expect_message().await;
+        assert_eq!(
+            (m.ty.as_str(), m.data.clone()),
+            ("pattern.updated", json!({"name": "hot", "version": 1}))
+        );
+    }
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let url = nodes[i % 2].http(path);
+            let editor = editor.clone();
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .put(url)
+                    .bearer_auth(editor)
+                    .header("if-match", "\"1\"")
+                    .json(&json!({"content": i}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    let mut expected = vec![200];
+    expected.extend([409; 9]);
+    assert_eq!(statuses, expected);
+    for w in &mut watchers {
+        let m = w.expect_message().await;
+        assert_eq!(
+            (m.ty.as_str(), m.data.clone()),
+            ("pattern.updated", json!({"name": "hot", "version": 2}))
+        );
+        // Only the winner's notice: nothing else is queued.
+        w.roundtrip_strict().await;
+    }
+}
