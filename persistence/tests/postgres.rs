@@ -506,56 +506,6 @@ async fn racing_writers_across_pools() {
     let url = format!("{base}{sep}options=-c%20search_path%3D{}", test.schema);
     let second = connect(&url).await.expect("second pool");
     let (a, b) = (test.db.pattern_store(), second.pattern_store());
-    let (t, n, u) = (
-        TeamId::new("x").unwrap(),
-        teamhub_protocol::PatternName::new("p").unwrap(),
-        UserId::new("u").unwrap(),
-    );
-    let one = serde_json::value::RawValue::from_string("1".into()).unwrap();
-    let mut version = a
-        .put(&t, &n, &one, teamhub_persistence::Expect::Absent, &u)
-        .await
-        .unwrap()
-        .version;
-    for _round in 0..20 {
-        let (a, b, t2, n2, u2, c) = (
-            a.clone(),
-            b.clone(),
-            t.clone(),
-            n.clone(),
-            u.clone(),
-            one.clone(),
-        );
-        let left = tokio::spawn(async move {
-            a.put(
-                &t2,
-                &n2,
-                &c,
-                teamhub_persistence::Expect::Version(version),
-                &u2,
-            )
-            .await
-        });
-        let (t2, n2, u2, c) = (t.clone(), n.clone(), u.clone(), one.clone());
-        let right = tokio::spawn(async move {
-            b.put(
-                &t2,
-                &n2,
-                &c,
-                teamhub_persistence::Expect::Version(version),
-                &u2,
-            )
-            .await
-        });
-        let results = [left.await.unwrap(), right.await.unwrap()];
-        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        assert_eq!(winners.len(), 1, "{results:?}");
-        assert!(
-            results
-                .iter()
-                .any(|r| matches!(r, Err(teamhub_persistence::PatternError::Conflict(_))))
-        );
-        version = winners[0].version;
-    }
+    teamhub_persistence::conformance::patterns::racing_writers_across_stores(a, b).await;
     second.close().await;
 }

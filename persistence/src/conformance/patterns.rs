@@ -225,6 +225,37 @@ pub async fn racing_writers_one_wins(s: Arc<dyn PatternStore>) {
     assert_eq!(s.changes(&t, 0).await.unwrap().version, winner.version);
 }
 
+/// Two stores on one database (two nodes' pools, or two processes on one SQLite
+/// file): a writer on each races for the same version, round after round, and exactly
+/// one of each pair wins while the other sees a conflict.
+pub async fn racing_writers_across_stores(a: Arc<dyn PatternStore>, b: Arc<dyn PatternStore>) {
+    let (t, n, u) = (team("x"), name("p"), user("u"));
+    let one = content(json!(1));
+    let mut version = a
+        .put(&t, &n, &one, Expect::Absent, &u)
+        .await
+        .unwrap()
+        .version;
+    for _round in 0..20 {
+        let racers = [a.clone(), b.clone()].map(|s| {
+            let (t, n, u, c) = (t.clone(), n.clone(), u.clone(), one.clone());
+            tokio::spawn(async move { s.put(&t, &n, &c, Expect::Version(version), &u).await })
+        });
+        let mut results = Vec::new();
+        for racer in racers {
+            results.push(racer.await.unwrap());
+        }
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(PatternError::Conflict(_))))
+        );
+        version = winners[0].version;
+    }
+}
+
 /// Creators of the same new name: exactly one wins.
 pub async fn racing_creators_one_wins(s: Arc<dyn PatternStore>) {
     let (t, n) = (team("race-create"), name("new"));
