@@ -500,6 +500,37 @@ pub async fn call(
     }
 }
 
+/// Ten writers PUT the same pattern at once, each with `If-Match: "1"`, writer `i`
+/// through `urls[i % urls.len()]` (one node, or several sharing a database): exactly
+/// one must win (200) and the other nine see the conflict (409).
+pub async fn racing_puts_one_wins(urls: &[String], token: &str) {
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (url, token) = (urls[i % urls.len()].clone(), token.to_owned());
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .put(url)
+                    .bearer_auth(token)
+                    .header("if-match", "\"1\"")
+                    .json(&serde_json::json!({"content": i}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    let mut expected = vec![200];
+    expected.extend([409; 9]);
+    assert_eq!(statuses, expected);
+}
+
 impl TestHub {
     /// The URL of this node's database.
     pub fn database_url(&self) -> String {
