@@ -2,7 +2,9 @@
 //! the operations both the WebSocket and the REST paths perform (so the two cannot
 //! disagree on permissions or side effects).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -75,6 +77,19 @@ pub struct Outgoing<'a> {
     /// The publishing connection (spared its own message unless `echo`); `None` for REST.
     pub origin: Option<ConnKey>,
     pub echo: bool,
+}
+
+/// A publish under way (see [`Node::enqueue_publish`]).
+pub type PendingPublish = Pin<Box<dyn Future<Output = Result<Published, OpError>> + Send + Sync>>;
+
+/// What a publish's activity row is built from once its offset is known.
+struct ActivityRecord {
+    activity: ActivityWriter,
+    team: TeamId,
+    user: UserId,
+    ty: MessageType,
+    data: Box<RawValue>,
+    client: ClientInfo,
 }
 
 /// Where a request or connection came from, for the activity log.
@@ -214,6 +229,20 @@ impl Node {
         msg: Outgoing<'_>,
         client: &ClientInfo,
     ) -> Result<Published, OpError> {
+        self.enqueue_publish(caller, msg, client)?.await
+    }
+
+    /// Checks and starts a publish as `caller` without waiting for it: a refusal
+    /// (permission, reserved type) is immediate; otherwise the message's place in its
+    /// team's order is fixed on return (see [`Broker::enqueue`]) and the future yields
+    /// the offset, recording the activity row once it is known. So a session can read
+    /// its next frame while its publishes are in flight.
+    pub fn enqueue_publish(
+        &self,
+        caller: &Identity,
+        msg: Outgoing<'_>,
+        client: &ClientInfo,
+    ) -> Result<PendingPublish, OpError> {
         let Outgoing {
             team,
             ty,
@@ -233,28 +262,36 @@ impl Node {
             user: &caller.user,
             data,
         };
-        let published = self
-            .broker
-            .publish(Publication {
-                parts,
-                origin,
-                echo,
-            })
-            .await?;
-        metrics::counter_inc(metrics::MESSAGES_PUBLISHED);
-        if !self.is_ephemeral(ty.as_str()) {
-            let event = ActivityEvent::for_message(
-                team.clone(),
-                caller.user.clone(),
-                ty.as_str(),
-                published.offset,
-                data,
-                published.ts,
-            )
-            .with_client(client.ip, client.user_agent.clone());
-            self.activity.record(event);
-        }
-        Ok(published)
+        let pending = self.broker.enqueue(Publication {
+            parts,
+            origin,
+            echo,
+        });
+        let record = (!self.is_ephemeral(ty.as_str())).then(|| ActivityRecord {
+            activity: self.activity.clone(),
+            team: team.clone(),
+            user: caller.user.clone(),
+            ty: ty.clone(),
+            data: data.to_owned(),
+            client: client.clone(),
+        });
+        Ok(Box::pin(async move {
+            let published = pending.await?;
+            metrics::counter_inc(metrics::MESSAGES_PUBLISHED);
+            if let Some(r) = record {
+                let event = ActivityEvent::for_message(
+                    r.team,
+                    r.user,
+                    r.ty.as_str(),
+                    published.offset,
+                    &r.data,
+                    published.ts,
+                )
+                .with_client(r.client.ip, r.client.user_agent);
+                r.activity.record(event);
+            }
+            Ok(published)
+        }))
     }
 
     /// Publishes a message of the server's own (a reserved type such as

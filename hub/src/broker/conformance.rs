@@ -172,6 +172,54 @@ pub async fn concurrent_publishers_keep_order(
     assert_eq!(h.position(&t).await.unwrap().offset, total + 1);
 }
 
+/// Publishes enqueued one after the other, before any is awaited, take offsets in
+/// that order and reach subscribers in that order: what lets a session keep many
+/// publishes in flight.
+pub async fn enqueued_publishes_keep_their_order(
+    b: &dyn Broker,
+    _h: &dyn History,
+    rx: &mut UnboundedReceiver<Arc<Event>>,
+) {
+    const N: u64 = 200;
+    let t = team("conf-enqueued");
+    b.subscribe(&t).await.unwrap();
+    let ty = MessageType::new("test.msg").unwrap();
+    let user = UserId::new("u1").unwrap();
+    let pending: Vec<_> = (1..=N)
+        .map(|n| {
+            let data = RawValue::from_string(n.to_string()).unwrap();
+            b.enqueue(Publication {
+                parts: MessageParts {
+                    team: &t,
+                    ty: &ty,
+                    user: &user,
+                    data: &data,
+                },
+                origin: None,
+                echo: false,
+            })
+        })
+        .collect();
+    let offsets: Vec<u64> = join_all(pending)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().offset)
+        .collect();
+    assert_eq!(
+        offsets,
+        (1..=N).collect::<Vec<_>>(),
+        "offsets in enqueue order"
+    );
+    for n in 1..=N {
+        let ev = expect_message(rx, &t, n).await;
+        let frame: serde_json::Value = serde_json::from_str(ev.wire().as_str()).unwrap();
+        assert_eq!(
+            frame["data"], n,
+            "message {n} carries what was enqueued {n}th"
+        );
+    }
+}
+
 /// History holds the last [`HISTORY_MAX_MESSAGES`], oldest first, reports evictions
 /// through `complete`, and honours `limit`.
 pub async fn history_is_bounded(
@@ -336,6 +384,12 @@ mod tests {
     async fn memory_concurrent_publishers_keep_order() {
         let (b, mut rx) = memory();
         concurrent_publishers_keep_order(&b, &b, &mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn memory_enqueued_publishes_keep_their_order() {
+        let (b, mut rx) = memory();
+        enqueued_publishes_keep_their_order(&b, &b, &mut rx).await;
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use teamhub_protocol::TeamId;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Broker, BrokerError, History, HistoryRead, Position, Publication, Published};
+use super::{Broker, BrokerError, History, HistoryRead, Pending, Position, Publication, Published};
 use crate::event::{Event, encode_message};
 
 /// How much history each team keeps.
@@ -89,9 +89,8 @@ impl MemoryBroker {
     }
 }
 
-#[async_trait]
-impl Broker for MemoryBroker {
-    async fn publish(&self, p: Publication<'_>) -> Result<Published, BrokerError> {
+impl MemoryBroker {
+    fn publish_now(&self, p: Publication<'_>) -> Result<Published, BrokerError> {
         let log = self.log(p.parts.team);
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let offset = log.offset + 1;
@@ -112,6 +111,14 @@ impl Broker for MemoryBroker {
         log.entries.push_back((offset, now, wire));
         log.evict(self.limits, now);
         Ok(Published { offset, ts })
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    /// Publishes at once, under the team's lock: the future is already resolved.
+    fn enqueue(&self, p: Publication<'_>) -> Pending {
+        Box::pin(std::future::ready(self.publish_now(p)))
     }
 
     async fn subscribe(&self, _team: &TeamId) -> Result<(), BrokerError> {

@@ -9,7 +9,11 @@
 
 pub mod conformance;
 pub mod memory;
+mod publisher;
 pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -19,7 +23,7 @@ use time::OffsetDateTime;
 
 use crate::event::MessageParts;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The backing service is unreachable; the message was not published.
     #[error("broker unavailable: {0}")]
@@ -62,15 +66,32 @@ pub struct HistoryRead {
     pub complete: bool,
 }
 
+/// A publish under way: its place in its team's order is already fixed, its outcome
+/// (the offset, or why it failed) is what the future resolves to.
+pub type Pending =
+    Pin<Box<dyn Future<Output = Result<Published, BrokerError>> + Send + Sync + 'static>>;
+
 /// Fans messages out to every node hosting the team.
 ///
-/// Contract: `publish` assigns the team's next offset (starting at 1, no gaps),
+/// Contract: publishing assigns the team's next offset (starting at 1, no gaps),
 /// appends the encoded message to history and hands it to every subscribed node, as one
-/// atomic step, so every node sees a team's messages in offset order. It returns only
-/// after all three happened, or fails having done none (`Unavailable`).
+/// atomic step, so every node sees a team's messages in offset order. The outcome is
+/// known only after all three happened, or none did (`Unavailable`).
+///
+/// Publishes are *enqueued*: [`Broker::enqueue`] fixes the message's place among this
+/// node's publishes before it returns, so a caller (a session reading frame after
+/// frame) may start the next publish before the previous one has come back, and two
+/// publishes enqueued one after the other to the same team get increasing offsets.
+/// That is what lets a connection keep many publishes in flight through a remote
+/// broker without paying a round trip for each.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    async fn publish(&self, publication: Publication<'_>) -> Result<Published, BrokerError>;
+    /// Starts publishing; see the trait's contract for what is fixed on return.
+    fn enqueue(&self, publication: Publication<'_>) -> Pending;
+    /// Publishes and waits for the outcome.
+    async fn publish(&self, publication: Publication<'_>) -> Result<Published, BrokerError> {
+        self.enqueue(publication).await
+    }
     /// This node now hosts `team` (its first local connection joined).
     async fn subscribe(&self, team: &TeamId) -> Result<(), BrokerError>;
     /// This node no longer hosts `team`.

@@ -30,7 +30,10 @@
 //!
 //! # Subscriber
 //!
-//! Publishing uses pooled connections (deadpool-redis). Receiving uses one long-lived
+//! Publishing goes through the node's publish pipeline (`publisher.rs`: one task, one
+//! multiplexed connection, whatever queued up sent as one pipeline), so a connection
+//! can keep publishes in flight without paying a round trip each; history reads use
+//! pooled connections (deadpool-redis). Receiving uses one long-lived
 //! pub/sub connection per node, owned by one task (an actor: `subscribe`/`unsubscribe`
 //! are commands to it, so no lock is shared with it and none is held across `.await`).
 //! The task remembers, per hosted team, the epoch and the last offset it delivered, and
@@ -93,7 +96,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::HistoryLimits;
-use super::{Broker, BrokerError, History, HistoryRead, Position, Publication, Published};
+use super::publisher::Publisher;
+use super::{Broker, BrokerError, History, HistoryRead, Pending, Position, Publication, Published};
 use crate::event::{Event, MessageParts, encode_message};
 
 /// How long one Redis operation may take before it counts as unavailable.
@@ -179,6 +183,7 @@ pub struct Resync {
 /// Offsets, history and fan-out through Redis, for one node of a cluster.
 pub struct RedisBroker {
     store: Arc<Store>,
+    publisher: Publisher,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -210,6 +215,7 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Unavailable(format!("redis pool: {e}")))?;
         let client = redis::Client::open(url)
             .map_err(|e| BrokerError::Unavailable(format!("redis url: {e}")))?;
+        let client_for_publisher = client.clone();
         let store = Arc::new(Store {
             pool,
             prefix: prefix.to_owned(),
@@ -228,7 +234,15 @@ impl RedisBroker {
             teams: HashMap::new(),
         };
         tokio::spawn(subscriber.run());
-        Ok((Self { store, commands }, resyncs_rx))
+        let publisher = Publisher::start(client_for_publisher, PUBLISH_SCRIPT, OP_TIMEOUT);
+        Ok((
+            Self {
+                store,
+                publisher,
+                commands,
+            },
+            resyncs_rx,
+        ))
     }
 
     async fn command(
@@ -244,43 +258,44 @@ impl RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, p: Publication<'_>) -> Result<Published, BrokerError> {
+    /// Encodes the frame and queues the publish script on the node's publish pipeline
+    /// (`publisher.rs`), which fixes its order; the future waits for Redis's answer.
+    fn enqueue(&self, p: Publication<'_>) -> Pending {
         let ts = OffsetDateTime::now_utc();
         let wire = encode_message(&p.parts, OFFSET_PLACEHOLDER, ts);
-        let (head, tail) = split_at_offset(wire.as_str()).ok_or_else(|| {
+        let Some((head, tail)) = split_at_offset(wire.as_str()) else {
             // Unreachable: the team id is validated and precedes the offset field.
-            BrokerError::Unavailable("message frame without offset placeholder".into())
-        })?;
+            return Box::pin(std::future::ready(Err(BrokerError::Unavailable(
+                "message frame without offset placeholder".into(),
+            ))));
+        };
         let meta = origin_meta(p.origin.as_ref(), p.echo);
         let now_ms = unix_ms(ts);
-        let max_age_ms = self.store.max_age_ms();
-        let team = p.parts.team;
         let store = &self.store;
-        let offset: String = store
-            .run(async {
-                let mut conn = store.conn().await?;
-                store
-                    .publish
-                    .key(store.key(team, "meta"))
-                    .key(store.key(team, "history"))
-                    .arg(new_epoch())
-                    .arg(now_ms)
-                    .arg(head)
-                    .arg(tail)
-                    .arg(meta)
-                    .arg(store.limits.max_messages.max(1))
-                    .arg(now_ms - max_age_ms)
-                    .arg(max_age_ms.max(1))
-                    .arg(store.key(team, "msg"))
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-        let offset = offset
-            .parse()
-            .map_err(|_| BrokerError::Unavailable(format!("redis returned offset {offset:?}")))?;
-        Ok(Published { offset, ts })
+        let max_age_ms = store.max_age_ms();
+        let team = p.parts.team;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(store.publish.get_hash())
+            .arg(2)
+            .arg(store.key(team, "meta"))
+            .arg(store.key(team, "history"))
+            .arg(new_epoch())
+            .arg(now_ms)
+            .arg(head)
+            .arg(tail)
+            .arg(meta)
+            .arg(store.limits.max_messages.max(1))
+            .arg(now_ms - max_age_ms)
+            .arg(max_age_ms.max(1))
+            .arg(store.key(team, "msg"));
+        let reply = self.publisher.call(cmd);
+        Box::pin(async move {
+            let offset = reply.await?;
+            let offset = offset.parse().map_err(|_| {
+                BrokerError::Unavailable(format!("redis returned offset {offset:?}"))
+            })?;
+            Ok(Published { offset, ts })
+        })
     }
 
     async fn subscribe(&self, team: &TeamId) -> Result<(), BrokerError> {

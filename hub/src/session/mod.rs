@@ -5,20 +5,28 @@
 //! (pings, idle timeout, token expiry). One task per connection and no extra channel
 //! keep an idle connection small. Inbound frames are handled one at a time, in order;
 //! `dispatch` has one function per op.
+//!
+//! Publishes are the exception to "one at a time": a publish is checked and enqueued
+//! on the broker (which fixes its order) and its reply is sent when it comes back,
+//! while the session reads the next frames. Through Redis that is the difference
+//! between one round trip per message and one per batch. Up to [`MAX_IN_FLIGHT`] are
+//! outstanding; their replies go out in the order the publishes came in; any other op
+//! first waits for the publishes before it, so its reply (and its effect) follows
+//! theirs exactly as if every frame had been handled to the end before the next.
 
 mod dispatch;
 mod join;
 mod limits;
 mod replies;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use teamhub_presence::ConnKey;
-use teamhub_protocol::{CloseCode, ErrorCode, SeedPublish, TeamId, decode_client_frame};
+use teamhub_protocol::{ClientOp, CloseCode, ErrorCode, SeedPublish, TeamId, decode_client_frame};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -26,12 +34,22 @@ use crate::auth::{Identity, now_secs};
 use crate::error::OpError;
 use crate::event::EventKind;
 use crate::metrics;
-use crate::node::{ClientInfo, Node, Outgoing};
+use crate::node::{ClientInfo, Node, Outgoing, PendingPublish};
 use crate::outbox::{Drained, Outbound, Outbox};
 use crate::registry::Framing;
 
 use self::join::JoinState;
 use self::limits::InboundLimiter;
+
+/// Most publishes of one connection awaiting their reply; the socket is not read
+/// while this many are outstanding (the client feels the back-pressure).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A publish whose reply is still to be sent: the frame's `id` and the outcome.
+struct InFlight {
+    id: Option<u64>,
+    pending: PendingPublish,
+}
 
 /// What the loop does after handling something.
 enum Flow {
@@ -50,6 +68,8 @@ pub struct Session {
     framing: Framing,
     outbox: Arc<Outbox>,
     joined: HashMap<TeamId, JoinState>,
+    /// Publishes enqueued and not yet answered, oldest first.
+    in_flight: VecDeque<InFlight>,
     limiter: InboundLimiter,
     /// When the token (plus leeway) runs out: close 4001 unless refreshed.
     expires_at: Instant,
@@ -77,6 +97,7 @@ impl Session {
             framing,
             outbox,
             joined: HashMap::new(),
+            in_flight: VecDeque::new(),
             limiter,
             expires_at,
             last_seen: Instant::now(),
@@ -146,6 +167,11 @@ impl Session {
             if matches!(flow, Flow::Continue) {
                 flow = self.event_loop(&mut socket).await;
             }
+            // Publishes still under way are published whatever happens to the socket;
+            // they finish on their own, so their activity rows are still written.
+            for f in self.in_flight.drain(..) {
+                tokio::spawn(f.pending);
+            }
             if let Flow::Close(code, reason) = flow {
                 metrics::closed(code.as_u16());
                 tracing::debug!(code = code.as_u16(), reason, "closing");
@@ -197,7 +223,12 @@ impl Session {
                         flow
                     }
                 },
-                msg = socket.recv() => {
+                done = front_done(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                    self.in_flight.pop_front();
+                    let (id, result) = done;
+                    self.publish_reply(socket, id, result).await
+                }
+                msg = socket.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     self.last_seen = Instant::now();
                     // Boxed: handling a frame (join, publish...) needs far more state
                     // than waiting does, and an unboxed future would make every idle
@@ -306,10 +337,94 @@ impl Session {
                 self.send_error(socket, e.id, &OpError::bad_request(e.message))
                     .await
             }
-            Ok(frame) => match self.dispatch(frame.op, frame.id).await {
-                Ok(reply) => send(socket, Message::Text(reply)).await,
-                Err(e) => self.send_error(socket, id, &e).await,
+            Ok(frame) => {
+                let op = match frame.op {
+                    ClientOp::Publish(p) => {
+                        let pending = self.enqueue_publish(&p.team, &p.ty, &p.data, p.echo);
+                        return self.in_flight_push(socket, frame.id, pending).await;
+                    }
+                    op => op,
+                };
+                if let Flow::Close(..) | Flow::Gone = self.settle(socket).await {
+                    return Flow::Gone;
+                }
+                match self.dispatch(op, frame.id).await {
+                    Ok(reply) => send(socket, Message::Text(reply)).await,
+                    Err(e) => self.send_error(socket, id, &e).await,
+                }
+            }
+        }
+    }
+
+    /// Checks and enqueues a publish from this connection.
+    fn enqueue_publish(
+        &self,
+        team: &TeamId,
+        ty: &teamhub_protocol::MessageType,
+        data: &serde_json::value::RawValue,
+        echo: bool,
+    ) -> Result<PendingPublish, OpError> {
+        self.node.enqueue_publish(
+            &self.identity,
+            Outgoing {
+                team,
+                ty,
+                data,
+                origin: Some(self.key.clone()),
+                echo,
             },
+            &self.client,
+        )
+    }
+
+    /// Queues an enqueued publish for its reply; a refusal is answered at once, after
+    /// the replies of the publishes before it.
+    async fn in_flight_push(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        pending: Result<PendingPublish, OpError>,
+    ) -> Flow {
+        match pending {
+            Ok(pending) => {
+                self.in_flight.push_back(InFlight { id, pending });
+                Flow::Continue
+            }
+            Err(e) => match self.settle(socket).await {
+                Flow::Continue => self.send_error(socket, id, &e).await,
+                flow => flow,
+            },
+        }
+    }
+
+    /// Waits for every publish in flight and sends their replies, oldest first.
+    async fn settle(&mut self, socket: &mut WebSocket) -> Flow {
+        while let Some(f) = self.in_flight.pop_front() {
+            let result = f.pending.await;
+            if let flow @ (Flow::Close(..) | Flow::Gone) =
+                self.publish_reply(socket, f.id, result).await
+            {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The answer to one publish: its offset (`/ws`), nothing (seed endpoint, which
+    /// answers only errors), or the error.
+    async fn publish_reply(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        result: Result<crate::broker::Published, OpError>,
+    ) -> Flow {
+        match (result, self.framing) {
+            (Ok(p), Framing::Full) => {
+                let reply = replies::reply(id, replies::OffsetBody { offset: p.offset });
+                send(socket, Message::Text(reply)).await
+            }
+            (Ok(_), Framing::Seed) => Flow::Continue,
+            (Err(e), _) => self.send_error(socket, id, &e).await,
         }
     }
 
@@ -318,36 +433,17 @@ impl Session {
         if let Some(flow) = self.check_rate(socket, None).await {
             return flow;
         }
-        let result = match serde_json::from_str::<SeedPublish>(text) {
+        let pending = match serde_json::from_str::<SeedPublish>(text) {
             Err(e) => Err(OpError::bad_request(format!(
                 "expected {{\"type\": T, \"data\": D}}: {e}"
             ))),
-            Ok(p) => {
-                // A seed connection is joined to exactly one team.
-                match self.joined.keys().next().cloned() {
-                    Some(team) => self
-                        .node
-                        .publish(
-                            &self.identity,
-                            Outgoing {
-                                team: &team,
-                                ty: &p.ty,
-                                data: &p.data,
-                                origin: Some(self.key.clone()),
-                                echo: false,
-                            },
-                            &self.client,
-                        )
-                        .await
-                        .map(|_| ()),
-                    None => Err(OpError::internal("not joined")),
-                }
-            }
+            // A seed connection is joined to exactly one team.
+            Ok(p) => match self.joined.keys().next().cloned() {
+                Some(team) => self.enqueue_publish(&team, &p.ty, &p.data, false),
+                None => Err(OpError::internal("not joined")),
+            },
         };
-        match result {
-            Ok(()) => Flow::Continue,
-            Err(e) => send(socket, Message::Text(replies::seed_error(&e))).await,
-        }
+        self.in_flight_push(socket, None, pending).await
     }
 
     async fn send_error(&mut self, socket: &mut WebSocket, id: Option<u64>, e: &OpError) -> Flow {
@@ -439,6 +535,19 @@ async fn send(socket: &mut WebSocket, msg: Message) -> Flow {
         Ok(()) => Flow::Continue,
         Err(_) => Flow::Gone,
     }
+}
+
+/// Resolves when the oldest publish in flight has its outcome (it stays queued: the
+/// caller pops it). Only the oldest is polled: replies go out in order, and the broker
+/// drives the others meanwhile.
+async fn front_done(
+    in_flight: &mut VecDeque<InFlight>,
+) -> (Option<u64>, Result<crate::broker::Published, OpError>) {
+    std::future::poll_fn(|cx| match in_flight.front_mut() {
+        Some(f) => f.pending.as_mut().poll(cx).map(|r| (f.id, r)),
+        None => std::task::Poll::Pending,
+    })
+    .await
 }
 
 fn expiry_instant(exp: u64, leeway: u64) -> Instant {

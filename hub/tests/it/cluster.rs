@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use teamhub_client::{Client, ConnectOptions};
+use teamhub_protocol::{ClientOp, ErrorCode, ReplyBody};
 
 use crate::harness::*;
 
@@ -267,4 +268,49 @@ async fn a_redis_outage_is_unavailable_then_clients_resync() {
         "history from before the loss is never passed off as current"
     );
     assert_ne!(r.epoch, joined.epoch);
+}
+
+/// A connection's publishes are kept in flight through Redis, and still answered in
+/// order: offsets follow the frames, a refused publish is answered in its place, and a
+/// later op waits for the publishes before it.
+#[tokio::test]
+async fn back_to_back_publishes_through_redis_are_answered_in_order() {
+    let nodes = cluster(1, &[]).await;
+    let mut ann = nodes[0].connect("ann", &[("t", "editor")]).await;
+    let mut bob = nodes[0].connect("bob", &[("t", "viewer")]).await;
+    bob.join("t").await;
+    ann.join("t").await;
+    let mut ids = Vec::new();
+    for n in 1..=100u64 {
+        let ty = if n == 50 { "system.x" } else { "bench.n" };
+        ids.push(
+            ann.send(TestClient::publish_op("t", ty, json!(n), false))
+                .await,
+        );
+    }
+    let presence = ann
+        .send(ClientOp::Presence(
+            serde_json::from_value(json!({"team": "t"})).unwrap(),
+        ))
+        .await;
+    let mut offset = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if i + 1 == 50 {
+            ann.expect_error(Some(*id), ErrorCode::Forbidden).await;
+            continue;
+        }
+        offset += 1;
+        match ann.expect_reply(*id).await {
+            ReplyBody::Publish(p) => assert_eq!(p.offset, offset, "reply to frame {id}"),
+            other => panic!("expected a publish reply, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        ann.expect_reply(presence).await,
+        ReplyBody::Presence(_)
+    ));
+    for expected in (1..=100u64).filter(|n| *n != 50) {
+        let m = bob.expect_message().await;
+        assert_eq!(m.data, json!(expected), "offset {}", m.offset);
+    }
 }

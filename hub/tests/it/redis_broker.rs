@@ -76,6 +76,12 @@ async fn conformance_concurrent_publishers_keep_order() {
 }
 
 #[tokio::test]
+async fn conformance_enqueued_publishes_keep_their_order() {
+    let mut t = shared_broker().await;
+    conformance::enqueued_publishes_keep_their_order(&t.broker, &t.broker, &mut t.events).await;
+}
+
+#[tokio::test]
 async fn conformance_history_is_bounded() {
     let mut t = shared_broker().await;
     conformance::history_is_bounded(&t.broker, &t.broker, &mut t.events).await;
