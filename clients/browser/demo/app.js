@@ -63,14 +63,21 @@ function start() {
   client.on("joined", onJoined);
   client.on("kicked", ({ team: t, reason }) => system(`You left ${t}: ${reason}.`));
   client.on("close", ({ code, delayMs }) => {
-    if (delayMs === null) {
-      system(code === 401 ? "The node refused this token; paste a new one." : `Disconnected (${code}); not reconnecting.`);
-    }
+    if (delayMs === null) system(stopMessage(code));
   });
   client.on("error", (e) => console.warn("teamhub:", e));
   client.connect().then(
     () => client.join(team, { meta: { status: $("mystatus").value } }),
   ).catch((e) => { if (client.state !== "stopped") system(`Could not join ${team}: ${e.message}`); });
+}
+
+// Why the client stopped, in words a newcomer can act on.
+function stopMessage(code) {
+  if (code === 403) {
+    return `The node does not allow pages from ${location.origin} to connect. Open this page from an origin on the node's --allowed-origins (its log lists them), or add this one.`;
+  }
+  if (code === 401) return "The node refused this token; paste a new one.";
+  return `Disconnected (${code}); not reconnecting.`;
 }
 
 function setStatus(s) {

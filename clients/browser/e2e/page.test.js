@@ -120,6 +120,19 @@ test("a refused token stops the page instead of retrying forever", async () => {
   await page.context().close();
 });
 
+test("a page opened from an origin the node does not allow says so and stops", async () => {
+  // The node allows http://127.0.0.1:PORT; the same page at localhost is another origin.
+  const h = await hub();
+  const url = pageUrl(h, h.token("ann", { demo: "editor" }, "Ann"), "demo").replace("127.0.0.1", "localhost");
+  const page = await openPage(b, url);
+  await page.waitForSelector('#status[data-state="stopped"]', { timeout: WAIT_MS });
+  const note = page.locator("#feed li.system", { hasText: "does not allow pages from" });
+  await note.waitFor({ timeout: WAIT_MS });
+  assert.match(await note.textContent(), new RegExp(`http://localhost:${h.port}.*--allowed-origins`));
+  await screenshot(page, "refused-origin");
+  await page.context().close();
+});
+
 test("the library refreshes its token before it expires and the connection lives on", async () => {
   const h = await hub({ extra: ["--jwt-leeway", "0"] });
   const short = h.token("ann", { demo: "editor" }, "Ann", "3s");
