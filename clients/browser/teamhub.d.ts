@@ -149,11 +149,12 @@ export declare class TeamhubClient {
   connect(): Promise<void>;
   close(): void;
   /**
-   * Joins (and rejoins after every reconnect, with `since` and the same `meta`). Called
+   * Joins (and rejoins after every reconnect, with `since` and the same `meta`; a
+   * function `meta` is called again at every rejoin, so it can follow a status). Called
    * while disconnected it rejects with code "unavailable", and the team is joined when
    * the connection opens.
    */
-  join(team: string, options?: { meta?: Record<string, unknown> }): Promise<JoinReply>;
+  join(team: string, options?: { meta?: Record<string, unknown> | (() => Record<string, unknown> | null) }): Promise<JoinReply>;
   leave(team: string): Promise<void>;
   /** Resolves with the message's offset. */
   publish(team: string, type: string, data: unknown, options?: { echo?: boolean }): Promise<number>;

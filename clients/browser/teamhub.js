@@ -242,7 +242,11 @@ export class TeamhubClient {
     return this._teams.get(team).presence;
   }
 
-  /** Joins `team` (again after every reconnect, with `since`). `meta` is shown in presence. */
+  /**
+   * Joins `team` (again after every reconnect, with `since`). `meta` is shown in
+   * presence: an object, or a function returning one, called at every join and rejoin
+   * (so a status changed while disconnected is the one sent on reconnect).
+   */
   async join(team, { meta } = {}) {
     const t = this._teams.get(team) || { presence: new PresenceMap(team) };
     t.meta = meta;
@@ -256,7 +260,8 @@ export class TeamhubClient {
     const frame = { op: "join", team };
     const since = this.positions.since(team);
     if (since) frame.since = since;
-    if (t.meta !== undefined && t.meta !== null) frame.meta = t.meta;
+    const meta = typeof t.meta === "function" ? t.meta() : t.meta;
+    if (meta !== undefined && meta !== null) frame.meta = meta;
     const reply = await this.request(frame);
     this._onJoinReply(reply, rejoin);
     return reply;

@@ -260,3 +260,26 @@ test("a handshake refused for the page's origin stops with 403, asked before the
   assert.equal((await closed).code, 401);
   assert.equal(asked.length, 2);
 });
+
+test("a meta function is asked again at every rejoin", async () => {
+  const client = new TeamhubClient({ url: "http://hub.test", token: "tok", WebSocket: FakeSocket });
+  let status = "busy";
+  let s = nextSocket();
+  const connected = client.connect();
+  let sock = await s;
+  sock.open();
+  await connected;
+  const joining = client.join("t", { meta: () => ({ status }) });
+  const join = await sock.next();
+  assert.deepEqual(join.meta, { status: "busy" });
+  sock.serve(joinReply(join.id, "t", "e1", 0));
+  await joining;
+
+  status = "away"; // chosen while the connection is down, or in another tab
+  s = nextSocket();
+  sock.serverClose(1012, "draining");
+  sock = await s;
+  sock.open();
+  assert.deepEqual((await sock.next()).meta, { status: "away" });
+  client.close();
+});
