@@ -140,7 +140,13 @@ mod tests {
         }
         assert_eq!(p.remembered(), REMEMBERED);
         p.admit(Some(&"h".repeat(10_000)));
-        assert!(p.refused.lock().unwrap().iter().all(|o| o.len() <= MAX_ORIGIN_CHARS));
+        assert!(
+            p.refused
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|o| o.len() <= MAX_ORIGIN_CHARS)
+        );
     }
 
     #[test]
@@ -150,6 +156,10 @@ mod tests {
             OriginPolicy::list(vec!["http://a".into(), "http://b".into()]).describe(),
             "http://a,http://b"
         );
-        assert!(OriginPolicy::list(Vec::new()).describe().contains("--allowed-origins"));
+        assert!(
+            OriginPolicy::list(Vec::new())
+                .describe()
+                .contains("--allowed-origins")
+        );
     }
 }

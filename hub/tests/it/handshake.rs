@@ -143,7 +143,10 @@ async fn origin_check_answers_whether_the_handshake_would_take_an_origin() {
         check("http://localhost:8080").await,
         serde_json::json!({"origin": "http://localhost:8080", "allowed": false})
     );
-    assert_eq!(check("http%3A%2F%2F127.0.0.1%3A8080").await["allowed"], true);
+    assert_eq!(
+        check("http%3A%2F%2F127.0.0.1%3A8080").await["allowed"],
+        true
+    );
     let resp = reqwest::get(hub.http("/origin-check")).await.unwrap();
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.unwrap();
