@@ -110,9 +110,11 @@ export interface TeamhubEvents {
   kicked: { team: string; reason: "revoked" | "role_removed" };
   error: Error;
   /**
-   * `delayMs` is null when the client stops for good (1008, 1009, 4008, and 4001 or a
-   * refused token without refreshToken). `code` is 401 when the socket never opened and
-   * the node refuses the token over REST (a browser cannot see the handshake's status).
+   * `delayMs` is null when the client stops for good (1008, 1009, 4008, a refused
+   * origin, and 4001 or a refused token without refreshToken). When the socket never
+   * opened (a browser cannot see the handshake's status), `code` is 403 if the node's
+   * `GET /origin-check` says it refuses the page's origin, and 401 if it refuses the
+   * token over REST.
    */
   close: { code: number; reason: string; advice: CloseAdvice; delayMs: number | null };
   token: { exp: number };
@@ -129,8 +131,10 @@ export interface TeamhubOptions {
   refreshMarginMs?: number;
   backoff?: Omit<BackoffOptions, "random">;
   requestTimeoutMs?: number;
-  /** Used to tell a refused token from a node that is down after a failed handshake; default: global fetch. */
+  /** Used to tell a refused origin or token from a node that is down after a failed handshake; default: global fetch. */
   fetch?: typeof fetch;
+  /** The Origin the handshake carries, asked about after a failed one; default: the page's `location.origin` (none outside a page). */
+  pageOrigin?: string;
   /** A WebSocket constructor, for runtimes without a global one. */
   WebSocket?: typeof WebSocket;
 }
@@ -145,11 +149,12 @@ export declare class TeamhubClient {
   connect(): Promise<void>;
   close(): void;
   /**
-   * Joins (and rejoins after every reconnect, with `since` and the same `meta`). Called
+   * Joins (and rejoins after every reconnect, with `since` and the same `meta`; a
+   * function `meta` is called again at every rejoin, so it can follow a status). Called
    * while disconnected it rejects with code "unavailable", and the team is joined when
    * the connection opens.
    */
-  join(team: string, options?: { meta?: Record<string, unknown> }): Promise<JoinReply>;
+  join(team: string, options?: { meta?: Record<string, unknown> | (() => Record<string, unknown> | null) }): Promise<JoinReply>;
   leave(team: string): Promise<void>;
   /** Resolves with the message's offset. */
   publish(team: string, type: string, data: unknown, options?: { echo?: boolean }): Promise<number>;

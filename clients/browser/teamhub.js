@@ -162,8 +162,9 @@ export function socketUrl(base, token) {
  * - `presence` `{team, presence, joins, leaves, reset}`
  * - `kicked`   `{team, reason}`
  * - `error`    a `TeamhubError` that answers no request, or a refresh failure
- * - `close`    `{code, reason, advice, delayMs}` (`delayMs` null when stopping; code
- *               401 when the handshake failed and the node refuses the token)
+ * - `close`    `{code, reason, advice, delayMs}` (`delayMs` null when stopping; when
+ *               the socket never opened, code 403 if the node refuses this page's
+ *               origin and 401 if it refuses the token, both found out over HTTP)
  * - `token`    `{exp}` after a successful refresh
  */
 export class TeamhubClient {
@@ -177,6 +178,8 @@ export class TeamhubClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10000;
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    // The Origin a browser's handshake carries (null outside a page: no Origin is sent).
+    this._pageOrigin = options.pageOrigin ?? (typeof location !== "undefined" ? location.origin : null);
     this._listeners = new Map();
     this._pending = new Map();
     this._nextId = 1;
@@ -239,7 +242,11 @@ export class TeamhubClient {
     return this._teams.get(team).presence;
   }
 
-  /** Joins `team` (again after every reconnect, with `since`). `meta` is shown in presence. */
+  /**
+   * Joins `team` (again after every reconnect, with `since`). `meta` is shown in
+   * presence: an object, or a function returning one, called at every join and rejoin
+   * (so a status changed while disconnected is the one sent on reconnect).
+   */
   async join(team, { meta } = {}) {
     const t = this._teams.get(team) || { presence: new PresenceMap(team) };
     t.meta = meta;
@@ -253,7 +260,8 @@ export class TeamhubClient {
     const frame = { op: "join", team };
     const since = this.positions.since(team);
     if (since) frame.since = since;
-    if (t.meta !== undefined && t.meta !== null) frame.meta = t.meta;
+    const meta = typeof t.meta === "function" ? t.meta() : t.meta;
+    if (meta !== undefined && meta !== null) frame.meta = meta;
     const reply = await this.request(frame);
     this._onJoinReply(reply, rejoin);
     return reply;
@@ -425,9 +433,14 @@ export class TeamhubClient {
     this._failPending(new TeamhubError("closed", `connection closed (${code})`));
     if (this._stopped) return;
     let advice = closeAdvice(code);
-    // A browser cannot see why a handshake failed: a refused token (401) looks like a
-    // node that is down. Ask the REST API with the same token to tell them apart.
-    if (!ws.teamhubOpened && (await this._tokenRefused())) {
+    // A browser cannot see why a handshake failed: a refused origin (403) or token (401)
+    // looks like a node that is down. Ask the node over HTTP to tell them apart, in the
+    // handshake's order: origin first, then the token.
+    if (!ws.teamhubOpened && (await this._originRefused())) {
+      code = 403;
+      reason = `origin ${this._pageOrigin} not allowed`;
+      advice = "stop";
+    } else if (!ws.teamhubOpened && (await this._tokenRefused())) {
       code = 401;
       reason = "token refused";
       advice = "refresh";
@@ -448,12 +461,31 @@ export class TeamhubClient {
     this._scheduleReconnect(code, reason, advice);
   }
 
-  /** True when the node answers 401 to this token over REST (false when unreachable). */
-  async _tokenRefused() {
-    if (!this._fetch) return false;
+  /** The node's HTTP base URL. */
+  _httpBase() {
     const base = new URL(this.url);
     if (base.protocol === "ws:") base.protocol = "http:";
     if (base.protocol === "wss:") base.protocol = "https:";
+    return base;
+  }
+
+  /** True when the node says its handshake refuses this page's origin (false when unreachable). */
+  async _originRefused() {
+    if (!this._fetch || !this._pageOrigin || this._pageOrigin === "null") return false;
+    try {
+      const url = new URL("/origin-check", this._httpBase());
+      url.searchParams.set("origin", this._pageOrigin);
+      const res = await this._fetch(url);
+      return res.status === 200 && (await res.json()).allowed === false;
+    } catch {
+      return false;
+    }
+  }
+
+  /** True when the node answers 401 to this token over REST (false when unreachable). */
+  async _tokenRefused() {
+    if (!this._fetch) return false;
+    const base = this._httpBase();
     const team = [...this._teams.keys()][0] ?? "_";
     try {
       const res = await this._fetch(new URL(`/api/v1/teams/${encodeURIComponent(team)}/presence`, base), {

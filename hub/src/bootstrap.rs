@@ -149,15 +149,15 @@ fn check(args: &ServeArgs) -> anyhow::Result<()> {
 
 fn origins(args: &ServeArgs, development: bool) -> OriginPolicy {
     match args.allowed_origins.as_deref().map(str::trim) {
-        Some("*") => OriginPolicy::Any,
-        Some(list) => OriginPolicy::List(
+        Some("*") => OriginPolicy::any(),
+        Some(list) => OriginPolicy::list(
             list.split(',')
                 .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
         ),
-        None if development => OriginPolicy::Any,
-        None => OriginPolicy::List(Vec::new()),
+        None if development => OriginPolicy::any(),
+        None => OriginPolicy::list(Vec::new()),
     }
 }
 

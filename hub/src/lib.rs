@@ -19,6 +19,7 @@ pub mod library;
 pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod outbox;
 pub mod registry;
 pub mod retention;

@@ -50,11 +50,21 @@ fn init_tracing(format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colour escapes only when a person reads stderr on a terminal: in a file, a pipe or a
+/// log collector they are noise (`\x1b[2m` in every line). `NO_COLOR` (any non-empty
+/// value, see no-color.org) turns colour off on a terminal too.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ use crate::control::{Command, Control, ControlEvent};
 use crate::error::OpError;
 use crate::event::MessageParts;
 use crate::metrics;
+pub use crate::origin::OriginPolicy;
 use crate::registry::Registry;
 use crate::revocation::Revocations;
 
@@ -47,25 +48,6 @@ pub struct Limits {
 
 impl Limits {
     pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
-}
-
-/// Which browser origins may open sockets.
-#[derive(Debug, Clone)]
-pub enum OriginPolicy {
-    Any,
-    List(Vec<String>),
-}
-
-impl OriginPolicy {
-    /// `None` (no Origin header: IDE plugins, services) is always allowed.
-    pub fn allows(&self, origin: Option<&str>) -> bool {
-        match (self, origin) {
-            (_, None) | (OriginPolicy::Any, _) => true,
-            (OriginPolicy::List(list), Some(o)) => list
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))),
-        }
-    }
 }
 
 /// A message a caller wants to publish.

@@ -42,7 +42,8 @@ log "npm ci (clients/browser)"
 log "building teamhub"
 cargo build -p teamhub --locked
 
-export TEAMHUB_BIN="$PWD/target/debug/teamhub"
+# Where cargo put it: a shared CARGO_TARGET_DIR (e.g. of another worktree) is honoured.
+export TEAMHUB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/teamhub"
 export TEAMHUB_E2E_ARTIFACTS="$PWD/target/e2e-artifacts"
 rm -rf "$TEAMHUB_E2E_ARTIFACTS"
 

@@ -17,7 +17,14 @@ const state = { client: null, team: null, role: null, names: new Map(), patterns
 window.teamhubPageId = Math.random().toString(36).slice(2);
 
 $("token").value = params.get("token") || sessionStorage.getItem("teamhub.token") || "";
+// One status per user, whatever the tab: the hub shows the meta of a user's most recent
+// join, so the chosen status is kept in localStorage (shared by the origin's tabs),
+// keyed by user (two people may share a browser, as in the README's tour), and every
+// tab sends it on every join; a second tab starts with it.
+const statusKey = () => `teamhub.status.${decodeJwt($("token").value.trim())?.sub ?? "apikey"}`;
+const myMeta = () => ({ status: $("mystatus").value });
 $("mystatus").value = params.get("status") || "available";
+if (params.get("status")) localStorage.setItem(statusKey(), $("mystatus").value);
 fillTeams();
 $("team").value = params.get("team") || $("teams").options[0]?.value || "";
 $("token").addEventListener("input", fillTeams);
@@ -42,6 +49,7 @@ function start() {
   const team = $("team").value.trim();
   if (!token || !team) return;
   sessionStorage.setItem("teamhub.token", token);
+  $("mystatus").value = localStorage.getItem(statusKey()) || $("mystatus").value;
   state.client?.close();
   const claims = decodeJwt(token);
   state.team = team;
@@ -63,14 +71,21 @@ function start() {
   client.on("joined", onJoined);
   client.on("kicked", ({ team: t, reason }) => system(`You left ${t}: ${reason}.`));
   client.on("close", ({ code, delayMs }) => {
-    if (delayMs === null) {
-      system(code === 401 ? "The node refused this token; paste a new one." : `Disconnected (${code}); not reconnecting.`);
-    }
+    if (delayMs === null) system(stopMessage(code));
   });
   client.on("error", (e) => console.warn("teamhub:", e));
   client.connect().then(
-    () => client.join(team, { meta: { status: $("mystatus").value } }),
+    () => client.join(team, { meta: myMeta }),
   ).catch((e) => { if (client.state !== "stopped") system(`Could not join ${team}: ${e.message}`); });
+}
+
+// Why the client stopped, in words a newcomer can act on.
+function stopMessage(code) {
+  if (code === 403) {
+    return `The node does not allow pages from ${location.origin} to connect. Open this page from an origin on the node's --allowed-origins (its log lists them), or add this one.`;
+  }
+  if (code === 401) return "The node refused this token; paste a new one.";
+  return `Disconnected (${code}); not reconnecting.`;
 }
 
 function setStatus(s) {
@@ -101,13 +116,27 @@ async function onJoined({ team, reply, recovered, rejoin }) {
   if (!$("activity").hidden && !rejoin) loadActivity();
 }
 
-$("mystatus").addEventListener("change", async () => {
+$("mystatus").addEventListener("change", () => {
+  localStorage.setItem(statusKey(), $("mystatus").value);
+  announceStatus();
+});
+
+// Another tab chose a status: take it, and announce it from this connection too, so
+// the user's entry keeps it when that tab closes.
+addEventListener("storage", (e) => {
+  if (e.key !== statusKey() || !e.newValue || e.newValue === $("mystatus").value) return;
+  $("mystatus").value = e.newValue;
+  announceStatus();
+});
+
+async function announceStatus() {
   const c = state.client;
+  // Not connected: the rejoin after the reconnect sends the status (`meta` is a function).
   if (!c || c.state !== "open") return;
   // A join is idempotent and keeps the first meta; leave and join again to change it.
   await c.leave(state.team);
-  await c.join(state.team, { meta: { status: $("mystatus").value } });
-});
+  await c.join(state.team, { meta: myMeta });
+}
 
 // ---- presence ---------------------------------------------------------------------
 

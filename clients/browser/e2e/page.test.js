@@ -81,6 +81,37 @@ test("two windows see each other's presence, status and messages", async () => {
   await ann.context().close();
 });
 
+test("a status chosen in one tab survives a second tab of the same user", async () => {
+  const h = await hub();
+  const token = h.token("bob", { demo: "editor" }, "Bob");
+  const bobStatus = async () => {
+    const { body } = await h.rest("GET", "/teams/demo/presence", token);
+    const bob = body.presence.find((p) => p.user === "bob");
+    return bob && `${bob.meta?.status} ×${bob.conns}`;
+  };
+  const tab1 = await openPage(b, pageUrl(h, token, "demo"));
+  await online(tab1);
+  await tab1.selectOption("#mystatus", "busy");
+  await until("bob busy", async () => (await bobStatus()) === "busy ×1");
+
+  // The second tab (same browser profile) starts busy and joins busy: the entry, which
+  // shows the most recent join's meta, stays busy.
+  const tab2 = await tab1.context().newPage();
+  await tab2.goto(pageUrl(h, token, "demo"));
+  await online(tab2);
+  assert.equal(await tab2.locator("#mystatus").inputValue(), "busy");
+  await until("bob busy on two connections", async () => (await bobStatus()) === "busy ×2");
+
+  // A change in either tab reaches the other, so closing one keeps the choice.
+  await tab2.selectOption("#mystatus", "away");
+  await until("tab 1 follows", async () => (await tab1.locator("#mystatus").inputValue()) === "away");
+  await until("bob away", async () => (await bobStatus()) === "away ×2");
+  await tab2.close();
+  await until("bob away on one connection", async () => (await bobStatus()) === "away ×1");
+  assert.deepEqual(tab1.errors, []);
+  await tab1.context().close();
+});
+
 test("after a node restart the page reconnects and carries on without a reload", async () => {
   const h = await hub();
   const ann = h.token("ann", { demo: "editor" }, "Ann");
@@ -117,6 +148,19 @@ test("a refused token stops the page instead of retrying forever", async () => {
   await page.waitForSelector('#status[data-state="stopped"]', { timeout: WAIT_MS });
   await page.locator("#feed li.system", { hasText: "refused this token" }).waitFor({ timeout: WAIT_MS });
   await screenshot(page, "refused-token");
+  await page.context().close();
+});
+
+test("a page opened from an origin the node does not allow says so and stops", async () => {
+  // The node allows http://127.0.0.1:PORT; the same page at localhost is another origin.
+  const h = await hub();
+  const url = pageUrl(h, h.token("ann", { demo: "editor" }, "Ann"), "demo").replace("127.0.0.1", "localhost");
+  const page = await openPage(b, url);
+  await page.waitForSelector('#status[data-state="stopped"]', { timeout: WAIT_MS });
+  const note = page.locator("#feed li.system", { hasText: "does not allow pages from" });
+  await note.waitFor({ timeout: WAIT_MS });
+  assert.match(await note.textContent(), new RegExp(`http://localhost:${h.port}.*--allowed-origins`));
+  await screenshot(page, "refused-origin");
   await page.context().close();
 });
 

@@ -226,3 +226,60 @@ test("a handshake that fails is told apart from a refused token over REST", asyn
   assert.notEqual(c.delayMs, null);
   retrying.close();
 });
+
+test("a handshake refused for the page's origin stops with 403, asked before the token", async () => {
+  const asked = [];
+  let allowed = false;
+  const fetch = async (url, init) => {
+    asked.push(String(url));
+    if (new URL(url).pathname === "/origin-check") return { status: 200, json: async () => ({ origin: "http://localhost:8080", allowed }) };
+    return { status: init?.headers?.Authorization === "Bearer bad" ? 401 : 200 };
+  };
+  const opts = { url: "http://127.0.0.1:8080", WebSocket: FakeSocket, fetch, pageOrigin: "http://localhost:8080" };
+  const client = new TeamhubClient({ ...opts, token: "tok" });
+  const closes = [];
+  client.on("close", (c) => closes.push(c));
+  const s = nextSocket();
+  const connected = client.connect();
+  (await s).serverClose(1006);
+  await assert.rejects(connected, (e) => e.code === "closed");
+  assert.deepEqual(asked, ["http://127.0.0.1:8080/origin-check?origin=http%3A%2F%2Flocalhost%3A8080"]);
+  assert.equal(closes[0].code, 403);
+  assert.match(closes[0].reason, /origin http:\/\/localhost:8080 not allowed/);
+  assert.equal(closes[0].delayMs, null, "retrying cannot help: stop");
+  assert.equal(client.state, "stopped");
+
+  // An allowed origin goes on to the token question.
+  allowed = true;
+  asked.length = 0;
+  const refused = new TeamhubClient({ ...opts, token: "bad" });
+  const closed = new Promise((r) => refused.on("close", r));
+  const s2 = nextSocket();
+  refused.connect().catch(() => {});
+  (await s2).serverClose(1006);
+  assert.equal((await closed).code, 401);
+  assert.equal(asked.length, 2);
+});
+
+test("a meta function is asked again at every rejoin", async () => {
+  const client = new TeamhubClient({ url: "http://hub.test", token: "tok", WebSocket: FakeSocket });
+  let status = "busy";
+  let s = nextSocket();
+  const connected = client.connect();
+  let sock = await s;
+  sock.open();
+  await connected;
+  const joining = client.join("t", { meta: () => ({ status }) });
+  const join = await sock.next();
+  assert.deepEqual(join.meta, { status: "busy" });
+  sock.serve(joinReply(join.id, "t", "e1", 0));
+  await joining;
+
+  status = "away"; // chosen while the connection is down, or in another tab
+  s = nextSocket();
+  sock.serverClose(1012, "draining");
+  sock = await s;
+  sock.open();
+  assert.deepEqual((await sock.next()).meta, { status: "away" });
+  client.close();
+});

@@ -9,6 +9,7 @@ mod keys;
 mod members;
 mod openapi;
 mod ops;
+mod origin;
 mod patterns;
 mod ws;
 
@@ -32,6 +33,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/teamhub.d.ts", get(assets::types))
         .route("/ws", get(ws::connect))
         .route("/ws/{team}", get(ws::connect_seed))
+        .route("/origin-check", get(origin::check))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -130,7 +130,7 @@ async fn admit(
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !node.origins.allows(origin) {
+    if !node.origins.admit(origin) {
         return refuse(
             "origin",
             ApiError::new(ErrorCode::Forbidden, "origin not allowed"),

@@ -126,6 +126,33 @@ async fn without_configured_origins_browsers_are_refused() {
     assert_eq!(refused(&hub, opts).await.0, 403);
 }
 
+/// What a page whose socket never opened asks: would this origin be let in?
+#[tokio::test]
+async fn origin_check_answers_whether_the_handshake_would_take_an_origin() {
+    let hub = TestHub::start_with(&["--allowed-origins", "http://127.0.0.1:8080"]).await;
+    let check = |origin: &str| {
+        let url = format!("{}?origin={}", hub.http("/origin-check"), origin);
+        async move {
+            let resp = reqwest::get(url).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+            resp.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        check("http://localhost:8080").await,
+        serde_json::json!({"origin": "http://localhost:8080", "allowed": false})
+    );
+    assert_eq!(
+        check("http%3A%2F%2F127.0.0.1%3A8080").await["allowed"],
+        true
+    );
+    let resp = reqwest::get(hub.http("/origin-check")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+}
+
 #[tokio::test]
 async fn plain_http_to_ws_is_a_clear_400() {
     let hub = TestHub::start().await;

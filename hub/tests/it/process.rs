@@ -370,3 +370,71 @@ async fn json_logs_put_every_connection_in_a_span_with_node_user_and_teams() {
         (Some("ann"), None)
     );
 }
+
+/// A node whose stderr is a pipe (a file, `| tee`, a log collector) writes plain text:
+/// no ANSI colour escapes, even with `NO_COLOR` unset. And a browser origin that is
+/// refused is logged at the default level, once per origin, with the allowed list.
+#[tokio::test]
+async fn a_piped_text_log_has_no_colour_escapes_and_names_each_refused_origin_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let allowed = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", "text", "--allowed-origins", &allowed])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env(
+            "TEAMHUB_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("hub.db").display()),
+        )
+        .env("TEAMHUB_JWT_SECRET", SECRET)
+        .env(
+            "TEAMHUB_ACTIVITY_SPILL_PATH",
+            dir.path().join("activity.spill"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port).await;
+    let token = token_with("ann", &[("t", "viewer")], |_| {});
+    let opts = ConnectOptions::new(format!("ws://127.0.0.1:{port}/ws")).token(token);
+    let refused = format!("http://localhost:{port}");
+    for _ in 0..3 {
+        match TestClient::try_connect(opts.clone().origin(&refused)).await {
+            Err(teamhub_client::ClientError::Http { status, .. }) => assert_eq!(status, 403),
+            Err(other) => panic!("expected a 403, got {other}"),
+            Ok(_) => panic!("the origin {refused} was let in"),
+        }
+    }
+    TestClient::connect(opts.origin(&allowed))
+        .await
+        .roundtrip()
+        .await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+
+    assert!(
+        !stderr.contains("\x1b["),
+        "colour escapes in a piped log:\n{stderr:?}"
+    );
+    assert!(
+        stderr.contains(" INFO ") && stderr.contains("stopped"),
+        "the text log has its lines:\n{stderr}"
+    );
+    let refusals: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused a browser origin"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "once per origin:\n{stderr}");
+    assert!(
+        refusals[0].contains(" INFO ")
+            && refusals[0].contains(&format!("origin={refused}"))
+            && refusals[0].contains(&format!("allowed={allowed}")),
+        "{}",
+        refusals[0]
+    );
+}
