@@ -3,41 +3,53 @@
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use teamhub_protocol::{
-    Action, ClientOp, ErrorCode, Join, KickReason, MetaError, Publish, Refresh, TeamId,
+    Action, ClientOp, ErrorCode, Join, KickReason, MessageType, MetaError, Refresh, TeamId,
 };
 
-use super::replies::{self, Empty, ExpBody, JoinBody, OffsetBody, PresenceBody};
+use super::replies::{self, Empty, ExpBody, JoinBody, PresenceBody};
 use super::{Session, expiry_instant};
 use crate::error::OpError;
-use crate::node::Outgoing;
+use crate::node::{Outgoing, PendingPublish};
 use crate::outbox::Outbound;
 
+/// What an op answers with: its encoded reply, or a publish under way, whose reply
+/// follows once it is published (see the module docs of `session`).
+pub(super) enum Answer {
+    Now(Utf8Bytes),
+    Later(PendingPublish),
+}
+
 impl Session {
-    /// Acts on one decoded frame and returns the encoded reply.
+    /// Acts on one decoded frame.
     pub(super) async fn dispatch(
         &mut self,
         op: ClientOp,
         id: Option<u64>,
-    ) -> Result<Utf8Bytes, OpError> {
-        match op {
-            ClientOp::Join(j) => self.op_join(id, j).await,
+    ) -> Result<Answer, OpError> {
+        let reply = match op {
+            ClientOp::Join(j) => self.op_join(id, j).await?,
             ClientOp::Leave(l) => {
                 self.leave_team(&l.team).await;
-                Ok(replies::reply(id, Empty {}))
+                replies::reply(id, Empty {})
             }
-            ClientOp::Publish(p) => self.op_publish(id, p).await,
+            ClientOp::Publish(p) => {
+                return Ok(Answer::Later(
+                    self.op_publish(&p.team, &p.ty, &p.data, p.echo)?,
+                ));
+            }
             ClientOp::Presence(p) => {
                 let snapshot = self.node.presence_snapshot(&self.identity, &p.team).await?;
-                Ok(replies::reply(
+                replies::reply(
                     id,
                     PresenceBody {
                         presence: &snapshot.entries,
                     },
-                ))
+                )
             }
-            ClientOp::Refresh(r) => self.op_refresh(id, r),
-            ClientOp::Ping => Ok(replies::pong(id)),
-        }
+            ClientOp::Refresh(r) => self.op_refresh(id, r)?,
+            ClientOp::Ping => replies::pong(id),
+        };
+        Ok(Answer::Now(reply))
     }
 
     async fn op_join(&mut self, id: Option<u64>, j: Join) -> Result<Utf8Bytes, OpError> {
@@ -73,27 +85,26 @@ impl Session {
         ))
     }
 
-    async fn op_publish(&mut self, id: Option<u64>, p: Publish) -> Result<Utf8Bytes, OpError> {
-        let published = self
-            .node
-            .publish(
-                &self.identity,
-                Outgoing {
-                    team: &p.team,
-                    ty: &p.ty,
-                    data: &p.data,
-                    origin: Some(self.key.clone()),
-                    echo: p.echo,
-                },
-                &self.client,
-            )
-            .await?;
-        Ok(replies::reply(
-            id,
-            OffsetBody {
-                offset: published.offset,
+    /// Checks and enqueues a publish from this connection (`/ws` and the seed
+    /// endpoint), without waiting for it.
+    pub(super) fn op_publish(
+        &self,
+        team: &TeamId,
+        ty: &MessageType,
+        data: &RawValue,
+        echo: bool,
+    ) -> Result<PendingPublish, OpError> {
+        self.node.enqueue_publish(
+            &self.identity,
+            Outgoing {
+                team,
+                ty,
+                data,
+                origin: Some(self.key.clone()),
+                echo,
             },
-        ))
+            &self.client,
+        )
     }
 
     /// Replaces the connection's claims. Teams the new token no longer grants are left,

@@ -34,10 +34,11 @@ use crate::auth::{Identity, now_secs};
 use crate::error::OpError;
 use crate::event::EventKind;
 use crate::metrics;
-use crate::node::{ClientInfo, Node, Outgoing, PendingPublish};
+use crate::node::{ClientInfo, Node, PendingPublish};
 use crate::outbox::{Drained, Outbound, Outbox};
 use crate::registry::Framing;
 
+use self::dispatch::Answer;
 use self::join::JoinState;
 use self::limits::InboundLimiter;
 
@@ -338,43 +339,22 @@ impl Session {
                     .await
             }
             Ok(frame) => {
-                let op = match frame.op {
-                    ClientOp::Publish(p) => {
-                        let pending = self.enqueue_publish(&p.team, &p.ty, &p.data, p.echo);
-                        return self.in_flight_push(socket, frame.id, pending).await;
+                // Any op but a publish waits for the publishes before it.
+                if !matches!(frame.op, ClientOp::Publish(_)) {
+                    match self.settle(socket).await {
+                        Flow::Continue => {}
+                        flow => return flow,
                     }
-                    op => op,
-                };
-                if let Flow::Close(..) | Flow::Gone = self.settle(socket).await {
-                    return Flow::Gone;
                 }
-                match self.dispatch(op, frame.id).await {
-                    Ok(reply) => send(socket, Message::Text(reply)).await,
-                    Err(e) => self.send_error(socket, id, &e).await,
+                match self.dispatch(frame.op, frame.id).await {
+                    Ok(Answer::Now(reply)) => send(socket, Message::Text(reply)).await,
+                    Ok(Answer::Later(pending)) => {
+                        self.in_flight_push(socket, id, Ok(pending)).await
+                    }
+                    Err(e) => self.in_flight_push(socket, id, Err(e)).await,
                 }
             }
         }
-    }
-
-    /// Checks and enqueues a publish from this connection.
-    fn enqueue_publish(
-        &self,
-        team: &TeamId,
-        ty: &teamhub_protocol::MessageType,
-        data: &serde_json::value::RawValue,
-        echo: bool,
-    ) -> Result<PendingPublish, OpError> {
-        self.node.enqueue_publish(
-            &self.identity,
-            Outgoing {
-                team,
-                ty,
-                data,
-                origin: Some(self.key.clone()),
-                echo,
-            },
-            &self.client,
-        )
     }
 
     /// Queues an enqueued publish for its reply; a refusal is answered at once, after
@@ -439,7 +419,7 @@ impl Session {
             ))),
             // A seed connection is joined to exactly one team.
             Ok(p) => match self.joined.keys().next().cloned() {
-                Some(team) => self.enqueue_publish(&team, &p.ty, &p.data, false),
+                Some(team) => self.op_publish(&team, &p.ty, &p.data, false),
                 None => Err(OpError::internal("not joined")),
             },
         };
