@@ -151,8 +151,10 @@ impl Task {
         for attempt in 0..2 {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for call in batch.iter() {
-                pipe.add_command(call.cmd.clone());
+            // Moved, not copied: a call's command is needed again only on `NOSCRIPT`,
+            // and then it is taken back from the pipeline.
+            for call in batch.iter_mut() {
+                pipe.add_command(std::mem::take(&mut call.cmd));
             }
             let sent = pipe.query_async::<Vec<RedisResult<String>>>(&mut conn);
             let replies = match tokio::time::timeout(self.timeout, sent).await {
@@ -172,9 +174,12 @@ impl Task {
             };
             self.failures = 0;
             let mut again = Vec::new();
-            for (call, reply) in batch.drain(..).zip(replies) {
+            for ((mut call, reply), cmd) in batch.drain(..).zip(replies).zip(pipe.cmd_iter()) {
                 match reply {
-                    Err(e) if attempt == 0 && e.code() == Some("NOSCRIPT") => again.push(call),
+                    Err(e) if attempt == 0 && e.code() == Some("NOSCRIPT") => {
+                        call.cmd = cmd.clone();
+                        again.push(call);
+                    }
                     Ok(v) => {
                         let _ = call.reply.send(Ok(v));
                     }
