@@ -29,18 +29,25 @@ impl Drop for Proc {
     }
 }
 
-async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
+/// `teamhub serve` on `port` with the test secret and its database and spill file in
+/// `dir`; stdout discarded, stderr as the caller sets it.
+fn serve_command(dir: &std::path::Path, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env(
             "TEAMHUB_DATABASE_URL",
             format!("sqlite://{}", dir.join("hub.db").display()),
         )
         .env("TEAMHUB_JWT_SECRET", SECRET)
         .env("TEAMHUB_ACTIVITY_SPILL_PATH", dir.join("activity.spill"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+async fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let child = serve_command(dir, port)
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -309,20 +316,9 @@ async fn sigkill_of_a_cluster_node_takes_its_users_offline_within_two_ttls() {
 async fn json_logs_put_every_connection_in_a_span_with_node_user_and_teams() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+    let mut child = serve_command(dir.path(), port)
         .args(["--log-format", "json", "--node-id", "node-json"])
         .env("RUST_LOG", "teamhub=debug")
-        .env(
-            "TEAMHUB_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("hub.db").display()),
-        )
-        .env("TEAMHUB_JWT_SECRET", SECRET)
-        .env(
-            "TEAMHUB_ACTIVITY_SPILL_PATH",
-            dir.path().join("activity.spill"),
-        )
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -379,21 +375,10 @@ async fn a_piped_text_log_has_no_colour_escapes_and_names_each_refused_origin_on
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let allowed = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+    let mut child = serve_command(dir.path(), port)
         .args(["--log-format", "text", "--allowed-origins", &allowed])
         .env_remove("NO_COLOR")
         .env_remove("RUST_LOG")
-        .env(
-            "TEAMHUB_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("hub.db").display()),
-        )
-        .env("TEAMHUB_JWT_SECRET", SECRET)
-        .env(
-            "TEAMHUB_ACTIVITY_SPILL_PATH",
-            dir.path().join("activity.spill"),
-        )
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
