@@ -103,6 +103,17 @@ function nextSocket() {
   return new Promise((resolve) => { FakeSocket.onNew = (s) => { FakeSocket.onNew = null; resolve(s); }; });
 }
 
+/** Connects `client` through a socket that never opens (1006); returns its close events. */
+async function handshakeFails(client) {
+  const closes = [];
+  client.on("close", (c) => closes.push(c));
+  const s = nextSocket();
+  const connected = client.connect();
+  (await s).serverClose(1006);
+  await assert.rejects(connected, (e) => e.code === "closed");
+  return closes;
+}
+
 const joinReply = (id, team, epoch, offset, extra = {}) => ({
   op: "reply", id, ok: true, team, epoch, offset, presence: [{ user: "ann", name: null, conns: 1, meta: null }],
   recovered: false, missed: [], ...extra,
@@ -202,12 +213,7 @@ test("a handshake that fails is told apart from a refused token over REST", asyn
   let status = 401;
   const fetch = async (url, init) => { asked.push([String(url), init.headers.Authorization]); return { status }; };
   const client = new TeamhubClient({ url: "http://hub.test", token: "bad", WebSocket: FakeSocket, fetch });
-  const closes = [];
-  client.on("close", (c) => closes.push(c));
-  const s = nextSocket();
-  const connected = client.connect();
-  (await s).serverClose(1006);
-  await assert.rejects(connected, (e) => e.code === "closed");
+  const closes = await handshakeFails(client);
   assert.deepEqual(asked, [["http://hub.test/api/v1/teams/_/presence", "Bearer bad"]]);
   assert.equal(closes[0].code, 401);
   assert.equal(closes[0].delayMs, null, "no refreshToken: stop");
@@ -237,12 +243,7 @@ test("a handshake refused for the page's origin stops with 403, asked before the
   };
   const opts = { url: "http://127.0.0.1:8080", WebSocket: FakeSocket, fetch, pageOrigin: "http://localhost:8080" };
   const client = new TeamhubClient({ ...opts, token: "tok" });
-  const closes = [];
-  client.on("close", (c) => closes.push(c));
-  const s = nextSocket();
-  const connected = client.connect();
-  (await s).serverClose(1006);
-  await assert.rejects(connected, (e) => e.code === "closed");
+  const closes = await handshakeFails(client);
   assert.deepEqual(asked, ["http://127.0.0.1:8080/origin-check?origin=http%3A%2F%2Flocalhost%3A8080"]);
   assert.equal(closes[0].code, 403);
   assert.match(closes[0].reason, /origin http:\/\/localhost:8080 not allowed/);
