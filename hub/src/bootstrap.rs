@@ -8,19 +8,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use teamhub_persistence::{WriterConfig, WriterTask, spawn_writer};
 use teamhub_presence::{MemoryPresence, PresenceEvent, PresenceStore, RedisPresence};
-use teamhub_protocol::CloseCode;
+use teamhub_redis::{Redis, RedisConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::broker::memory::{HistoryLimits, MemoryBroker};
-use crate::broker::redis::{RedisBroker, Resync};
-use crate::broker::{Broker, History};
+use crate::broker::redis::RedisBroker;
+use crate::broker::{Broker, BrokerEvent, History};
 use crate::config::ServeArgs;
 use crate::control::local::LocalControl;
 use crate::control::redis::RedisControl;
 use crate::control::{Control, ControlEvent};
-use crate::event::Event;
 use crate::node::{Limits, Node, NodeParts, OriginPolicy};
 
 /// Tasks that live as long as the node and are stopped by its drain.
@@ -29,8 +28,6 @@ pub struct Background {
     /// Applies control commands (revocations, deleted keys) to this node.
     pub control: JoinHandle<()>,
     pub writer: WriterTask,
-    /// Turns the broker's "this team lost continuity" notices into 1012 closes.
-    pub resync: Option<JoinHandle<()>>,
     /// Redis presence keeps refreshing this node's entries until told to stop, after
     /// the drain has left every team.
     pub redis_presence: Option<Arc<RedisPresence>>,
@@ -43,7 +40,6 @@ struct Seams {
     broker: Arc<dyn Broker>,
     history: Arc<dyn History>,
     presence: Arc<dyn PresenceStore>,
-    resync: Option<mpsc::UnboundedReceiver<Resync>>,
     redis_presence: Option<Arc<RedisPresence>>,
     control: Arc<dyn Control>,
 }
@@ -51,7 +47,7 @@ struct Seams {
 async fn seams(
     args: &ServeArgs,
     node_id: &str,
-    events: mpsc::UnboundedSender<Arc<Event>>,
+    events: mpsc::UnboundedSender<BrokerEvent>,
     presence_events: mpsc::UnboundedSender<PresenceEvent>,
     control_events: mpsc::UnboundedSender<ControlEvent>,
 ) -> anyhow::Result<Seams> {
@@ -65,50 +61,38 @@ async fn seams(
             broker: broker.clone(),
             history: broker,
             presence: Arc::new(MemoryPresence::new(presence_events)),
-            resync: None,
             redis_presence: None,
             control: Arc::new(LocalControl::new(control_events)),
         });
     };
-    let shown = redact(url);
-    let prefix = &args.redis_key_prefix;
-    let (broker, resync) = RedisBroker::new(url, prefix, events, limits)
-        .with_context(|| format!("Redis at {shown}"))?;
-    broker
-        .ping()
+    let config = RedisConfig::new(args.redis_mode, url)
+        .context("--redis-url")?
+        .with_ca_cert(args.redis_ca_cert.clone());
+    let shown = config.shown();
+    let mode = config.mode;
+    // One Redis layer for the broker, presence and control: one configuration, one
+    // set of command connections, one pub/sub connection.
+    let redis = Redis::connect(config)
         .await
-        .with_context(|| format!("Redis at {shown} is unreachable"))?;
+        .with_context(|| format!("Redis ({mode} mode) at {shown}"))?;
+    let prefix = &args.redis_key_prefix;
+    let broker = Arc::new(RedisBroker::new(&redis, prefix, events, limits));
     let ttl = Duration::from_secs(args.presence_ttl);
     let presence = Arc::new(
-        RedisPresence::connect(url, prefix, node_id, ttl, presence_events)
+        RedisPresence::connect(&redis, prefix, node_id, ttl, presence_events)
             .await
             .with_context(|| format!("Redis presence at {shown}"))?,
     );
-    let control = RedisControl::start(url, prefix, control_events)
+    let control = RedisControl::start(&redis, prefix, control_events)
         .await
         .with_context(|| format!("Redis control channel at {shown}"))?;
-    let broker = Arc::new(broker);
     Ok(Seams {
         broker: broker.clone(),
         history: broker,
         presence: presence.clone(),
-        resync: Some(resync),
         redis_presence: Some(presence),
         control: Arc::new(control),
     })
-}
-
-/// Closes a team's local connections with 1012 when its stream lost continuity, so
-/// their clients reconnect and recover with `since` (or learn they cannot).
-async fn resync_loop(node: Arc<Node>, mut resync: mpsc::UnboundedReceiver<Resync>) {
-    while let Some(r) = resync.recv().await {
-        let closed = node.registry.close_team(
-            &r.team,
-            CloseCode::Draining,
-            "team stream lost continuity: reconnect and recover with since",
-        );
-        tracing::warn!(team = %r.team, reason = ?r.reason, closed, "team resynchronised");
-    }
 }
 
 /// Applies control traffic (revocations, deleted keys) to this node, in order.
@@ -195,7 +179,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     let (activity, writer) = spawn_writer(database.activity_sink(), writer_config);
     let retention_store = database.activity_retention();
 
-    let (events_tx, events_rx) = mpsc::unbounded_channel::<Arc<Event>>();
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<BrokerEvent>();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let seams = seams(args, &id, events_tx, presence_tx, control_tx).await?;
@@ -239,9 +223,6 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     node.revocations.load(&revocations);
     let fanout = tokio::spawn(crate::fanout::run(node.clone(), events_rx, presence_rx));
     let control = tokio::spawn(control_loop(node.clone(), control_rx));
-    let resync = seams
-        .resync
-        .map(|rx| tokio::spawn(resync_loop(node.clone(), rx)));
     let retention = tokio::spawn(crate::retention::run(
         retention_store,
         args.team_plans.clone(),
@@ -254,7 +235,6 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             fanout,
             control,
             writer,
-            resync,
             redis_presence: seams.redis_presence,
             retention,
         },

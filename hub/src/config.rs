@@ -91,9 +91,18 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub jwt: JwtArgs,
-    /// Redis URL; when set, several nodes act as one hub.
+    /// Redis URL; when set, several nodes act as one hub. In cluster mode a
+    /// comma-separated list of seed nodes. `rediss://` speaks TLS.
     #[arg(long, env = "TEAMHUB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// `single` (one Redis server, or a primary behind one address) or `cluster`
+    /// (Redis Cluster: each team's keys and traffic on its own shard).
+    #[arg(long, env = "TEAMHUB_REDIS_MODE", default_value = "single", value_parser = parse_redis_mode)]
+    pub redis_mode: teamhub_redis::Mode,
+    /// PEM CA that signs the Redis servers' certificates (a private CA); the system
+    /// roots are trusted otherwise. Needs a rediss:// URL.
+    #[arg(long, env = "TEAMHUB_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
     /// Prefix of every Redis key and channel: nodes of one cluster share it, and
     /// several clusters (or test runs) can share one Redis with different ones.
     #[arg(long, env = "TEAMHUB_REDIS_KEY_PREFIX", default_value = "teamhub")]
@@ -322,6 +331,11 @@ impl Cli {
             .with_context(|| format!("in config file {}", path.display()))?;
         Ok(Cli::from_arg_matches(&matches)?)
     }
+}
+
+fn parse_redis_mode(s: &str) -> Result<teamhub_redis::Mode, String> {
+    s.parse()
+        .map_err(|e: teamhub_redis::RedisError| e.to_string())
 }
 
 #[cfg(test)]

@@ -2,13 +2,18 @@
 //!
 //! One task per node, fed through channels, so the broker and presence store never
 //! touch sessions. It does no I/O: each event costs a registry lookup and one
-//! non-blocking push per local receiver.
+//! non-blocking push per local receiver. A broker resync arrives on the same stream as
+//! the team's messages, so the team's connections are closed (1012) exactly after the
+//! last message they could be given in order.
 
 use std::sync::Arc;
 
 use teamhub_presence::PresenceEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use teamhub_protocol::CloseCode;
+
+use crate::broker::BrokerEvent;
 use crate::event::Event;
 use crate::node::Node;
 
@@ -16,7 +21,7 @@ const BATCH: usize = 256;
 
 pub async fn run(
     node: Arc<Node>,
-    mut events: UnboundedReceiver<Arc<Event>>,
+    mut events: UnboundedReceiver<BrokerEvent>,
     mut presence: UnboundedReceiver<PresenceEvent>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -28,7 +33,19 @@ pub async fn run(
                     break;
                 }
                 for ev in batch.drain(..) {
-                    node.registry.fanout(&ev);
+                    match ev {
+                        BrokerEvent::Message(ev) => {
+                            node.registry.fanout(&ev);
+                        }
+                        BrokerEvent::Resync(r) => {
+                            let closed = node.registry.close_team(
+                                &r.team,
+                                CloseCode::Draining,
+                                "team stream lost continuity: reconnect and recover with since",
+                            );
+                            tracing::warn!(team = %r.team, reason = ?r.reason, closed, "team resynchronised");
+                        }
+                    }
                 }
             }
             n = presence.recv_many(&mut presence_batch, BATCH) => {

@@ -99,9 +99,6 @@ impl Running {
         // Deleting is idempotent: a pass cut short is finished by the next start's.
         self.background.retention.abort();
         self.background.control.abort();
-        if let Some(resync) = &self.background.resync {
-            resync.abort();
-        }
         if let Some(presence) = &self.background.redis_presence {
             presence.shutdown();
         }

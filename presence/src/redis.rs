@@ -8,8 +8,9 @@
 //!   every node sees the same history, and the event order on the team's channel is the
 //!   version order: the "emit from inside the critical section" rule of
 //!   [`PresenceStore`], stretched across processes.
-//! - **Events travel by pub/sub, to the nodes that care.** The store keeps one long-lived
-//!   subscriber connection. It SUBSCRIBEs to a team's channel when the first local
+//! - **Events travel by pub/sub, to the nodes that care.** The store listens on the
+//!   node's one pub/sub connection (the Redis layer, `teamhub-redis`; sharded pub/sub
+//!   in a Redis Cluster). It SUBSCRIBEs to a team's channel when the first local
 //!   connection joins that team, *before* running the join script (so this node sees its
 //!   own join), and UNSUBSCRIBEs after the last local one has left. Redis delivers one
 //!   channel's messages in publish order, and the subscriber task forwards them to the
@@ -38,8 +39,9 @@
 //!   did record it, it expires within the TTL: no connection stays online because a
 //!   call failed.
 //! - **Reconnection catches up.** The subscriber keeps, per hosted team, the users online
-//!   as of the last event (seeded by a snapshot when it subscribes). When its connection
-//!   breaks it reconnects, subscribes again, reads a snapshot and announces the
+//!   as of the last event (seeded by a snapshot when it subscribes). When the layer
+//!   reports a team's channel resubscribed (a reconnect, failover or slot move), the
+//!   subscriber reads a snapshot and announces the
 //!   difference as one event numbered by the snapshot's version (origin
 //!   `<node>/`[`CATCH_UP_CONN`]); events at or below a version already forwarded are
 //!   dropped, so nothing is announced twice or out of order. Changes that cancel out
@@ -60,12 +62,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{PubSubSink, PubSubStream};
 use async_trait::async_trait;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use teamhub_protocol::{PresenceEntry, TeamId, UserId};
+use teamhub_redis::{ChannelKind, Delivery, Inbox, Redis, Subscriptions};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -73,8 +73,6 @@ use crate::{Change, ConnInfo, ConnKey, PresenceError, PresenceEvent, PresenceSto
 
 use scripts::Scripts;
 
-/// Longest wait for one Redis command (or script) before reporting `Unavailable`.
-const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a SUBSCRIBE to be confirmed before a join gives up.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait, after a change, for its own event to come back through pub/sub. Past
@@ -82,8 +80,6 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(5);
 /// Shortest refresh/sweep period, whatever the TTL.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// Longest pause between two attempts to reconnect the subscriber.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Presence in Redis, shared by every node of a cluster. See the module docs.
 ///
@@ -116,7 +112,7 @@ struct LocalConn {
 }
 
 struct Inner {
-    pool: Pool,
+    redis: Redis,
     scripts: Scripts,
     prefix: String,
     node: Arc<str>,
@@ -143,18 +139,6 @@ struct SubCmd {
 
 fn unavailable(e: impl fmt::Display) -> PresenceError {
     PresenceError::Unavailable(e.to_string())
-}
-
-/// Runs one Redis operation with [`OP_TIMEOUT`].
-async fn bounded<T, E: fmt::Display>(
-    op: impl Future<Output = Result<T, E>>,
-) -> Result<T, PresenceError> {
-    match tokio::time::timeout(OP_TIMEOUT, op).await {
-        Ok(r) => r.map_err(unavailable),
-        Err(_) => Err(PresenceError::Unavailable(format!(
-            "no answer from Redis within {OP_TIMEOUT:?}"
-        ))),
-    }
 }
 
 fn conn_key_str(key: &ConnKey) -> String {
@@ -205,6 +189,15 @@ impl Inner {
         format!("{}:{{{}}}:events", self.prefix, team.as_str())
     }
 
+    /// The team whose channel is `channel` (the inverse of [`Inner::channel`]).
+    fn team_of(&self, channel: &str) -> Option<TeamId> {
+        let team = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:events")?;
+        TeamId::new(team).ok()
+    }
+
     fn keys(&self, team: &TeamId) -> [String; 8] {
         let base = format!("{}:{{{}}}", self.prefix, team.as_str());
         [
@@ -231,14 +224,12 @@ impl Inner {
         local.get(team).is_some_and(|t| !t.is_empty())
     }
 
-    fn hosted_teams(&self) -> Vec<TeamId> {
-        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.keys().cloned().collect()
-    }
-
-    async fn conn(&self) -> Result<deadpool_redis::Connection, PresenceError> {
-        // The pool's own timeouts bound this wait.
-        self.pool.get().await.map_err(unavailable)
+    /// Runs one Redis operation with the layer's timeout.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = ::redis::RedisResult<T>>,
+    ) -> Result<T, PresenceError> {
+        self.redis.bounded(op).await.map_err(unavailable)
     }
 
     async fn run_join(&self, team: &TeamId, info: &ConnInfo) -> Result<Change, PresenceError> {
@@ -246,7 +237,7 @@ impl Inner {
             Some(m) => serde_json::to_string(m).map_err(unavailable)?,
             None => String::new(),
         };
-        let mut conn = self.conn().await?;
+        let mut conn = self.redis.commands();
         let mut inv = self.scripts.join.prepare_invoke();
         inv.key(&self.keys(team))
             .arg(self.channel(team))
@@ -258,7 +249,7 @@ impl Inner {
             .arg(meta)
             .arg(self.ttl_ms());
         let (version, joined, left): (u64, String, String) =
-            bounded(inv.invoke_async(&mut conn)).await?;
+            self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(Change {
             version,
             joined: parse_entry(&joined)?,
@@ -267,13 +258,13 @@ impl Inner {
     }
 
     async fn run_leave(&self, team: &TeamId, key: &ConnKey) -> Result<Change, PresenceError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.redis.commands();
         let mut inv = self.scripts.leave.prepare_invoke();
         inv.key(&self.keys(team))
             .arg(self.channel(team))
             .arg(team.as_str())
             .arg(conn_key_str(key));
-        let (version, left): (u64, String) = bounded(inv.invoke_async(&mut conn)).await?;
+        let (version, left): (u64, String) = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(Change {
             version,
             joined: None,
@@ -282,12 +273,12 @@ impl Inner {
     }
 
     async fn run_snapshot(&self, team: &TeamId) -> Result<Snapshot, PresenceError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.redis.commands();
         let mut inv = self.scripts.snapshot.prepare_invoke();
         inv.key(&self.keys(team))
             .arg(self.channel(team))
             .arg(team.as_str());
-        let (version, entries): (u64, String) = bounded(inv.invoke_async(&mut conn)).await?;
+        let (version, entries): (u64, String) = self.bounded(inv.invoke_async(&mut conn)).await?;
         let mut entries: Vec<PresenceEntry> = serde_json::from_str(&entries)
             .map_err(|e| unavailable(format!("bad snapshot from Redis: {e}")))?;
         entries.sort_by(|a, b| a.user.cmp(&b.user));
@@ -300,23 +291,23 @@ impl Inner {
         team: &TeamId,
         keys: &[ConnKey],
     ) -> Result<Vec<ConnKey>, PresenceError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.redis.commands();
         let mut inv = self.scripts.refresh.prepare_invoke();
         inv.key(&self.keys(team)).arg(self.ttl_ms());
         for k in keys {
             inv.arg(conn_key_str(k));
         }
-        let missing: Vec<String> = bounded(inv.invoke_async(&mut conn)).await?;
+        let missing: Vec<String> = self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(missing.iter().filter_map(|s| parse_conn_key(s)).collect())
     }
 
     async fn run_sweep(&self, team: &TeamId) -> Result<u64, PresenceError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.redis.commands();
         let mut inv = self.scripts.sweep.prepare_invoke();
         inv.key(&self.keys(team))
             .arg(self.channel(team))
             .arg(team.as_str());
-        bounded(inv.invoke_async(&mut conn)).await
+        self.bounded(inv.invoke_async(&mut conn)).await
     }
 
     /// Asks the subscriber task to subscribe to `team` (this node hosts it) and waits for
@@ -379,7 +370,7 @@ impl Inner {
 }
 
 impl RedisPresence {
-    /// Connects to Redis at `url` and starts the background tasks.
+    /// Starts presence on the node's Redis layer, with its background tasks.
     ///
     /// - `prefix` starts every key and channel name (one per cluster; tests use unique
     ///   ones to stay apart).
@@ -393,35 +384,18 @@ impl RedisPresence {
     /// Fails with [`PresenceError::Unavailable`] when Redis cannot be reached. Must be
     /// called inside a tokio runtime.
     pub async fn connect(
-        url: &str,
+        redis: &Redis,
         prefix: &str,
         node: &str,
         ttl: Duration,
         events: mpsc::UnboundedSender<PresenceEvent>,
     ) -> Result<Self, PresenceError> {
-        let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let mut pool_config = PoolConfig::new(16);
-        pool_config.timeouts = Timeouts {
-            wait: Some(OP_TIMEOUT),
-            create: Some(OP_TIMEOUT),
-            recycle: Some(OP_TIMEOUT),
-        };
-        let pool = deadpool_redis::Config {
-            url: Some(url.to_owned()),
-            connection: None,
-            pool: Some(pool_config),
-        }
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(unavailable)?;
-        {
-            let mut conn = pool.get().await.map_err(unavailable)?;
-            bounded(::redis::cmd("PING").query_async::<String>(&mut conn)).await?;
-        }
-        let (sink, stream) = bounded(client.get_async_pubsub()).await?.split();
+        redis.ping().await.map_err(unavailable)?;
+        let (subscriptions, inbox) = redis.listen();
         let (subs, cmds) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            pool,
-            scripts: Scripts::new(),
+            redis: redis.clone(),
+            scripts: Scripts::new(redis.team_publish()),
             prefix: prefix.to_owned(),
             node: node.into(),
             ttl,
@@ -434,12 +408,10 @@ impl RedisPresence {
         let subscriber = tokio::spawn(
             Subscriber {
                 inner: inner.clone(),
-                client,
-                sink,
+                subscriptions,
                 teams: HashMap::new(),
-                orphans: HashMap::new(),
             }
-            .run(stream, cmds),
+            .run(inbox, cmds),
         );
         let maintenance = tokio::spawn(maintain(inner.clone()));
         Ok(Self {
@@ -607,27 +579,21 @@ struct Subscribed {
 /// changed one at a time, and it forwards events in the order Redis delivers them.
 struct Subscriber {
     inner: Arc<Inner>,
-    client: ::redis::Client,
-    sink: PubSubSink,
+    subscriptions: Subscriptions,
     teams: HashMap<TeamId, Subscribed>,
-    /// Views of hosted teams whose resubscription failed after a reconnection, kept so
-    /// the next subscription still catches up against them.
-    orphans: HashMap<TeamId, Subscribed>,
 }
 
 impl Subscriber {
-    async fn run(mut self, mut stream: PubSubStream, mut cmds: mpsc::UnboundedReceiver<SubCmd>) {
+    async fn run(mut self, mut inbox: Inbox, mut cmds: mpsc::UnboundedReceiver<SubCmd>) {
         loop {
             tokio::select! {
                 // Messages first: whatever Redis already delivered goes out before a
                 // subscription changes.
                 biased;
-                msg = stream.next() => match msg {
-                    Some(msg) => self.forward(&msg),
-                    None => {
-                        tracing::warn!(node = %self.inner.node, "presence subscriber lost its Redis connection; reconnecting");
-                        stream = self.reconnect().await;
-                    }
+                delivery = inbox.recv() => match delivery {
+                    None => return,
+                    Some(Delivery::Message { payload, .. }) => self.forward(&payload),
+                    Some(Delivery::Resubscribed { channel }) => self.resubscribed(&channel).await,
                 },
                 cmd = cmds.recv() => {
                     let Some(SubCmd { team, ack }) = cmd else { return };
@@ -640,14 +606,34 @@ impl Subscriber {
         }
     }
 
+    /// The layer subscribed a team's channel again (a reconnect, failover or slot
+    /// move): events may have been missed, so the team catches up from a snapshot.
+    async fn resubscribed(&mut self, channel: &str) {
+        let Some(team) = self.inner.team_of(channel) else {
+            return;
+        };
+        let Some(sub) = self.teams.get_mut(&team) else {
+            return;
+        };
+        sub.stale = true;
+        if let Err(e) = self.catch_up(&team).await {
+            // Still stale: the maintenance round asks for it again.
+            tracing::warn!(team = team.as_str(), error = %e, "presence catch-up failed; retried next round");
+        }
+    }
+
     /// Makes the subscription of `team` match whether this node hosts it now.
-    async fn sync(&mut self, team: &TeamId) -> Result<(), ::redis::RedisError> {
+    async fn sync(&mut self, team: &TeamId) -> Result<(), teamhub_redis::RedisError> {
         let want = self.inner.hosts(team);
         match (want, self.teams.get(team).map(|t| t.stale)) {
             (true, None) => {
-                self.sink.subscribe(self.inner.channel(team)).await?;
-                let mut sub = self.orphans.remove(team).unwrap_or_default();
-                sub.stale = true;
+                self.subscriptions
+                    .subscribe(&self.inner.channel(team), ChannelKind::Team)
+                    .await?;
+                let sub = Subscribed {
+                    stale: true,
+                    ..Subscribed::default()
+                };
                 self.teams.insert(team.clone(), sub);
                 // Failure leaves it stale, retried on the next sync; the subscription,
                 // which is what the caller waits for, is in place.
@@ -658,24 +644,22 @@ impl Subscriber {
             }
             (false, Some(_)) => {
                 self.teams.remove(team);
-                self.orphans.remove(team);
                 self.inner
                     .delivered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(team);
-                self.sink.unsubscribe(self.inner.channel(team)).await?;
+                self.subscriptions
+                    .unsubscribe(&self.inner.channel(team), ChannelKind::Team)
+                    .await?;
             }
-            (false, None) => {
-                self.orphans.remove(team);
-            }
-            (true, Some(false)) => {}
+            (false, None) | (true, Some(false)) => {}
         }
         Ok(())
     }
 
-    fn forward(&mut self, msg: &::redis::Msg) {
-        let Ok(wire) = serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) else {
+    fn forward(&mut self, payload: &[u8]) {
+        let Ok(wire) = serde_json::from_slice::<WireEvent>(payload) else {
             return;
         };
         let Some(event) = wire.into_event() else {
@@ -781,44 +765,6 @@ impl Subscriber {
             });
         }
         Ok(())
-    }
-
-    /// The connection is gone: reconnects, subscribes again to every team hosted now and
-    /// catches up on what happened meanwhile.
-    async fn reconnect(&mut self) -> PubSubStream {
-        let mut old = std::mem::take(&mut self.teams);
-        old.extend(std::mem::take(&mut self.orphans));
-        let (sink, stream) = reconnect(&self.client).await;
-        self.sink = sink;
-        for team in self.inner.hosted_teams() {
-            let Some(mut sub) = old.remove(&team) else {
-                // Not subscribed before: its first join subscribes it.
-                continue;
-            };
-            if let Err(e) = self.sink.subscribe(self.inner.channel(&team)).await {
-                tracing::warn!(team = team.as_str(), error = %e, "presence resubscribe failed");
-                self.orphans.insert(team, sub);
-                continue;
-            }
-            sub.stale = true;
-            self.teams.insert(team.clone(), sub);
-            if let Err(e) = self.catch_up(&team).await {
-                tracing::warn!(team = team.as_str(), error = %e, "presence catch-up failed; retried next round");
-            }
-        }
-        tracing::info!(node = %self.inner.node, teams = self.teams.len(), "presence subscriber reconnected");
-        stream
-    }
-}
-
-async fn reconnect(client: &::redis::Client) -> (PubSubSink, PubSubStream) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        tokio::time::sleep(backoff).await;
-        if let Ok(Ok(pubsub)) = tokio::time::timeout(OP_TIMEOUT, client.get_async_pubsub()).await {
-            return pubsub.split();
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -35,21 +35,30 @@ fn prefix(test: &str) -> String {
     )
 }
 
-async fn node(
-    prefix: &str,
-    node: &str,
-    ttl: Duration,
-) -> (RedisPresence, UnboundedReceiver<PresenceEvent>) {
-    let url = redis_url();
-    let (tx, rx) = unbounded_channel();
-    match RedisPresence::connect(&url, prefix, node, ttl, tx).await {
-        Ok(store) => (store, rx),
+/// The node's Redis layer on `url`, with a clear failure when Redis is unreachable.
+async fn layer(url: &str) -> teamhub_redis::Redis {
+    let config = teamhub_redis::RedisConfig::single(url).unwrap();
+    match teamhub_redis::Redis::connect(config).await {
+        Ok(redis) => redis,
         Err(e) => panic!(
             "Redis is unreachable at {url} ({e}). These tests need a real Redis: start one with \
              `redis-server --daemonize yes --port 6379 --save '' --appendonly no` or point \
              TEAMHUB_TEST_REDIS_URL at one."
         ),
     }
+}
+
+async fn node(
+    prefix: &str,
+    node: &str,
+    ttl: Duration,
+) -> (RedisPresence, UnboundedReceiver<PresenceEvent>) {
+    let redis = layer(&redis_url()).await;
+    let (tx, rx) = unbounded_channel();
+    let store = RedisPresence::connect(&redis, prefix, node, ttl, tx)
+        .await
+        .unwrap_or_else(|e| panic!("presence on a reachable Redis: {e}"));
+    (store, rx)
 }
 
 async fn subject(test: &str) -> Subject {
@@ -80,12 +89,21 @@ async fn teams_are_isolated_and_snapshots_sorted() {
     conformance::teams_are_isolated_and_snapshots_sorted(&mut subject("c4").await).await;
 }
 
+/// Presence on a Redis that went away answers `Unavailable`, and Redis is left as it was.
 #[tokio::test]
 async fn unreachable_redis_is_unavailable() {
+    let proxy = Proxy::start().await;
+    let redis = layer(&proxy.url).await;
     let (tx, _rx) = unbounded_channel();
-    let err = RedisPresence::connect("redis://127.0.0.1:1", "x", "n", Duration::from_secs(1), tx)
+    let store = RedisPresence::connect(&redis, &prefix("down"), "n", Duration::from_secs(15), tx)
         .await
-        .expect_err("nothing listens on port 1");
+        .unwrap();
+    proxy.set_down(true);
+    proxy.cut();
+    let err = store
+        .join(&team("down"), info("n", 1, "ann", None))
+        .await
+        .expect_err("Redis is unreachable");
     assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");
 }
 
@@ -461,9 +479,15 @@ async fn a_node_catches_up_after_losing_its_connections() {
     let p = prefix("reconnect");
     let proxy = Proxy::start().await;
     let (tx, mut ea) = unbounded_channel();
-    let a = RedisPresence::connect(&proxy.url, &p, "a", Duration::from_secs(15), tx)
-        .await
-        .expect("connect through the proxy");
+    let a = RedisPresence::connect(
+        &layer(&proxy.url).await,
+        &p,
+        "a",
+        Duration::from_secs(15),
+        tx,
+    )
+    .await
+    .expect("connect through the proxy");
     let (b, mut eb) = node(&p, "b", Duration::from_secs(15)).await;
     let t = team("reconnect");
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();

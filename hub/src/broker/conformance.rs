@@ -19,7 +19,7 @@ use teamhub_presence::ConnKey;
 use teamhub_protocol::{MessageType, TeamId, UserId};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Broker, BrokerError, History, Publication, Published};
+use super::{Broker, BrokerError, BrokerEvent, History, Publication, Published};
 use crate::event::{Event, EventKind, MessageParts};
 
 /// The history size the suite's backends must be built with.
@@ -56,12 +56,21 @@ pub async fn publish(
         .await
 }
 
-/// Waits for the next event, failing the test after [`EVENT_TIMEOUT`].
-pub async fn next_event(rx: &mut UnboundedReceiver<Arc<Event>>) -> Arc<Event> {
+/// Waits for the next item of the broker's stream, failing the test after
+/// [`EVENT_TIMEOUT`].
+pub async fn next_broker_event(rx: &mut UnboundedReceiver<BrokerEvent>) -> BrokerEvent {
     match tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await {
         Ok(Some(ev)) => ev,
         Ok(None) => panic!("the broker's event channel closed"),
         Err(_) => panic!("no event within {EVENT_TIMEOUT:?}"),
+    }
+}
+
+/// Waits for the next message event; a resync here fails the test.
+pub async fn next_event(rx: &mut UnboundedReceiver<BrokerEvent>) -> Arc<Event> {
+    match next_broker_event(rx).await {
+        BrokerEvent::Message(ev) => ev,
+        BrokerEvent::Resync(r) => panic!("unexpected resync {r:?}"),
     }
 }
 
@@ -75,7 +84,7 @@ pub fn offset_of(ev: &Event) -> u64 {
 
 /// Waits for the next event and checks its team and offset.
 pub async fn expect_message(
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
     team: &TeamId,
     offset: u64,
 ) -> Arc<Event> {
@@ -98,7 +107,7 @@ fn frame_offset(wire: &str) -> u64 {
 pub async fn offsets_start_at_one_per_team(
     b: &dyn Broker,
     h: &dyn History,
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     let (a, z) = (team("conf-a"), team("conf-z"));
     assert_eq!(
@@ -140,7 +149,7 @@ pub async fn offsets_start_at_one_per_team(
 pub async fn concurrent_publishers_keep_order(
     b: &dyn Broker,
     h: &dyn History,
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     const PUBLISHERS: u64 = 4;
     const EACH: u64 = 25;
@@ -178,7 +187,7 @@ pub async fn concurrent_publishers_keep_order(
 pub async fn enqueued_publishes_keep_their_order(
     b: &dyn Broker,
     _h: &dyn History,
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     const N: u64 = 200;
     let t = team("conf-enqueued");
@@ -225,7 +234,7 @@ pub async fn enqueued_publishes_keep_their_order(
 pub async fn history_is_bounded(
     b: &dyn Broker,
     h: &dyn History,
-    _rx: &mut UnboundedReceiver<Arc<Event>>,
+    _rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     let t = team("conf-history");
     let empty = h.read(&t, 0, 100).await.unwrap();
@@ -265,7 +274,7 @@ pub async fn history_is_bounded(
 pub async fn epochs_are_stable(
     b: &dyn Broker,
     h: &dyn History,
-    _rx: &mut UnboundedReceiver<Arc<Event>>,
+    _rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     let t = team("conf-epoch");
     let before = h.position(&t).await.unwrap();
@@ -294,7 +303,7 @@ pub async fn epochs_are_stable(
 pub async fn events_carry_origin_and_echo(
     b: &dyn Broker,
     h: &dyn History,
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
 ) {
     let t = team("conf-origin");
     b.subscribe(&t).await.unwrap();
@@ -338,7 +347,7 @@ pub async fn events_carry_origin_and_echo(
 pub async fn unsubscribe_stops_delivery(
     b: &dyn Broker,
     _h: &dyn History,
-    rx: &mut UnboundedReceiver<Arc<Event>>,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
     scoped: bool,
 ) {
     let (gone, kept) = (team("conf-gone"), team("conf-kept"));
@@ -365,7 +374,7 @@ mod tests {
     use super::*;
     use crate::broker::memory::{HistoryLimits, MemoryBroker};
 
-    fn memory() -> (MemoryBroker, UnboundedReceiver<Arc<Event>>) {
+    fn memory() -> (MemoryBroker, UnboundedReceiver<BrokerEvent>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let limits = HistoryLimits {
             max_messages: HISTORY_MAX_MESSAGES,

@@ -11,7 +11,10 @@ use teamhub_protocol::TeamId;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Broker, BrokerError, History, HistoryRead, Pending, Position, Publication, Published};
+use super::{
+    Broker, BrokerError, BrokerEvent, History, HistoryRead, Pending, Position, Publication,
+    Published,
+};
 use crate::event::{Event, encode_message};
 
 /// How much history each team keeps.
@@ -65,12 +68,12 @@ fn new_epoch() -> String {
 /// only pushes into bounded outboxes), so it keeps up.
 pub struct MemoryBroker {
     teams: DashMap<TeamId, Arc<Mutex<TeamLog>>>,
-    events: UnboundedSender<Arc<Event>>,
+    events: UnboundedSender<BrokerEvent>,
     limits: HistoryLimits,
 }
 
 impl MemoryBroker {
-    pub fn new(events: UnboundedSender<Arc<Event>>, limits: HistoryLimits) -> Self {
+    pub fn new(events: UnboundedSender<BrokerEvent>, limits: HistoryLimits) -> Self {
         Self {
             teams: DashMap::new(),
             events,
@@ -103,7 +106,7 @@ impl MemoryBroker {
             p.origin,
             wire.clone(),
         ));
-        if self.events.send(event).is_err() {
+        if self.events.send(BrokerEvent::Message(event)).is_err() {
             return Err(BrokerError::Unavailable("node is shutting down".into()));
         }
         log.offset = offset;
@@ -184,7 +187,7 @@ mod tests {
         max_messages: usize,
     ) -> (
         MemoryBroker,
-        tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+        tokio::sync::mpsc::UnboundedReceiver<BrokerEvent>,
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
@@ -233,7 +236,7 @@ mod tests {
             0
         );
         let mut seen = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
+        while let Ok(BrokerEvent::Message(ev)) = rx.try_recv() {
             seen.push((ev.team.to_string(), ev.kind));
         }
         assert_eq!(seen.len(), 3);

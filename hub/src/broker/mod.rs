@@ -5,7 +5,8 @@
 //! goes beside it. Both are picked in one place, `bootstrap`.
 //!
 //! Architecture invariant: the broker never sees sessions. It hands every event to the
-//! node through a channel, and the node's fan-out task takes it from there.
+//! node through one channel of [`BrokerEvent`]s, and the node's fan-out task takes it
+//! from there.
 
 pub mod conformance;
 pub mod memory;
@@ -14,6 +15,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -21,7 +23,36 @@ use teamhub_presence::ConnKey;
 use teamhub_protocol::{Since, TeamId};
 use time::OffsetDateTime;
 
-use crate::event::MessageParts;
+use crate::event::{Event, MessageParts};
+
+/// What a broker hands the node: one ordered stream per node, so a resync takes its
+/// place among a team's messages and can neither overtake nor trail them.
+#[derive(Debug, Clone)]
+pub enum BrokerEvent {
+    /// The team's next message, in offset order.
+    Message(Arc<Event>),
+    /// The team lost continuity on this node: nothing more of it follows until it is
+    /// subscribed afresh, and its local connections must reconnect (1012).
+    Resync(Resync),
+}
+
+/// Why a team lost continuity on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The team's epoch changed: the broker lost the team's history.
+    EpochChanged,
+    /// Messages this node missed are no longer in history.
+    HistoryLost,
+    /// An entry could not be decoded or was not the next offset.
+    Inconsistent,
+}
+
+/// A team whose messages this node can no longer deliver in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    pub team: TeamId,
+    pub reason: ResyncReason,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {

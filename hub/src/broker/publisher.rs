@@ -1,7 +1,7 @@
 //! Publishing through Redis without a round trip per message.
 //!
-//! Every publish of the node goes through one task that owns one multiplexed
-//! connection. Callers hand it a ready-made script call and get a future for the reply;
+//! Every publish of the node goes through one task, on the node's Redis layer (one
+//! multiplexed connection; one per shard in cluster mode). Callers hand it a ready-made script call and get a future for the reply;
 //! the task takes whatever has queued up since its last write, sends it as **one
 //! pipeline** and answers each caller from the replies, which Redis returns in order.
 //! So:
@@ -19,28 +19,34 @@
 //! so only a pipeline that straddles a script flush can run a team's publishes out of
 //! queue order.
 //!
-//! Failures: a connection that errs or does not answer within the timeout is dropped,
-//! every call of that pipeline answers `Unavailable` (a call that timed out may still
-//! have run: the usual ambiguity of a remote call), and the next pipeline connects
-//! afresh, with a full-jitter backoff after consecutive failures so an outage is not
-//! hammered.
+//! Redis Cluster: a pipeline must keep to one slot, so a batch is split per team (all
+//! of a team's keys share one hash tag) and the teams' pipelines go out together, each
+//! to its shard. A team's calls keep their order inside its pipeline, and the next
+//! batch waits for the whole current one, so order per team holds across batches too.
+//!
+//! Failures: the connections are the node's Redis layer's, which reconnects with
+//! backoff and jitter on its own. A pipeline that errs or does not answer within the
+//! layer's timeout answers `Unavailable` for each of its calls (a call that timed out
+//! may still have run: the usual ambiguity of a remote call). In cluster mode only the
+//! teams of a failing shard fail; the others' pipelines succeed, although the next
+//! batch waits until the failing one has timed out.
 
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use futures_util::future::join_all;
 use redis::{Cmd, RedisResult};
+use teamhub_protocol::TeamId;
+use teamhub_redis::{Commands, Mode, Redis};
 use tokio::sync::{mpsc, oneshot};
 
 use super::BrokerError;
 
-/// Most calls in one pipeline; more wait for the next one.
+/// Most calls in one batch; more wait for the next one.
 const MAX_BATCH: usize = 512;
-/// Backoff after a failed connection attempt: full jitter up to a doubling cap.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 struct Call {
+    team: TeamId,
     cmd: Cmd,
     reply: oneshot::Sender<Result<String, BrokerError>>,
 }
@@ -54,29 +60,37 @@ pub(super) struct Publisher {
 impl Publisher {
     /// Starts the task (inside a Tokio runtime). `script` is the source whose SHA the
     /// queued `EVALSHA` calls name, loaded again on `NOSCRIPT`.
-    pub(super) fn start(client: redis::Client, script: &'static str, timeout: Duration) -> Self {
+    pub(super) fn start(redis: &Redis, script: &'static str) -> Self {
         let (calls, rx) = mpsc::unbounded_channel();
         let task = Task {
-            client,
+            commands: redis.commands(),
+            mode: redis.mode(),
             script,
-            timeout,
-            conn: None,
-            failures: 0,
+            timeout: redis.op_timeout(),
             rx,
         };
         tokio::spawn(task.run());
-        Publisher { calls, timeout }
+        Publisher {
+            calls,
+            timeout: redis.op_timeout(),
+        }
     }
 
-    /// Queues `cmd` (its place in the order is fixed now) and returns its reply.
+    /// Queues `cmd` for `team` (its place in the order is fixed now) and returns its
+    /// reply.
     pub(super) fn call(
         &self,
+        team: &TeamId,
         cmd: Cmd,
     ) -> impl Future<Output = Result<String, BrokerError>> + Send + Sync + 'static {
         let (reply, rx) = oneshot::channel();
-        let queued = self.calls.send(Call { cmd, reply });
+        let queued = self.calls.send(Call {
+            team: team.clone(),
+            cmd,
+            reply,
+        });
         // The task answers within its own timeout; this bound covers a task stuck
-        // behind a slow connect or a long queue.
+        // behind a long queue.
         let bound = self.timeout * 3;
         async move {
             let gone = || BrokerError::Unavailable("redis publisher stopped".into());
@@ -93,12 +107,10 @@ impl Publisher {
 }
 
 struct Task {
-    client: redis::Client,
+    commands: Commands,
+    mode: Mode,
     script: &'static str,
     timeout: Duration,
-    conn: Option<MultiplexedConnection>,
-    /// Consecutive failed attempts, for the backoff.
-    failures: u32,
     rx: mpsc::UnboundedReceiver<Call>,
 }
 
@@ -106,73 +118,35 @@ impl Task {
     async fn run(mut self) {
         let mut batch = Vec::with_capacity(64);
         while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            self.flush(&mut batch).await;
-            if batch.capacity() > 1024 {
-                batch.shrink_to(64);
+            match self.mode {
+                Mode::Single => self.send(std::mem::take(&mut batch)).await,
+                Mode::Cluster => {
+                    let groups = per_team(std::mem::take(&mut batch));
+                    join_all(groups.into_iter().map(|g| self.send(g))).await;
+                }
             }
         }
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, BrokerError> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        if self.failures > 0 {
-            let cap = MIN_BACKOFF
-                .saturating_mul(1 << self.failures.min(8))
-                .min(MAX_BACKOFF);
-            let pause = cap.mul_f64(rand::random::<f64>());
-            tokio::time::sleep(pause).await;
-        }
-        let connect = self.client.get_multiplexed_async_connection();
-        match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(c)) => {
-                self.conn = Some(c.clone());
-                Ok(c)
-            }
-            Ok(Err(e)) => Err(self.failed(format!("redis: {e}"))),
-            Err(_) => Err(self.failed("redis connect timed out".into())),
-        }
-    }
-
-    fn failed(&mut self, why: String) -> BrokerError {
-        self.conn = None;
-        self.failures = self.failures.saturating_add(1);
-        BrokerError::Unavailable(why)
-    }
-
-    /// Sends the batch as one pipeline (twice at most: again after `SCRIPT LOAD` for
-    /// the calls that got `NOSCRIPT`) and answers every call.
-    async fn flush(&mut self, batch: &mut Vec<Call>) {
-        let mut conn = match self.connection().await {
-            Ok(c) => c,
-            Err(e) => return answer_all(batch, &e),
-        };
+    /// Sends calls as one pipeline (twice at most: again after `SCRIPT LOAD` for the
+    /// calls that got `NOSCRIPT`) and answers every call.
+    async fn send(&self, mut batch: Vec<Call>) {
+        let mut conn = self.commands.clone();
         for attempt in 0..2 {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             // Moved, not copied: a call's command is needed again only on `NOSCRIPT`,
             // and then it is taken back from the pipeline.
-            for call in batch.iter_mut() {
+            for call in &mut batch {
                 pipe.add_command(std::mem::take(&mut call.cmd));
             }
             let sent = pipe.query_async::<Vec<RedisResult<String>>>(&mut conn);
             let replies = match tokio::time::timeout(self.timeout, sent).await {
                 Ok(Ok(r)) if r.len() == batch.len() => r,
-                Ok(Ok(_)) => {
-                    let e = self.failed("redis answered a pipeline short".into());
-                    return answer_all(batch, &e);
-                }
-                Ok(Err(e)) => {
-                    let e = self.failed(format!("redis: {e}"));
-                    return answer_all(batch, &e);
-                }
-                Err(_) => {
-                    let e = self.failed("redis did not answer in time".into());
-                    return answer_all(batch, &e);
-                }
+                Ok(Ok(_)) => return answer_all(batch, "redis answered a pipeline short"),
+                Ok(Err(e)) => return answer_all(batch, &format!("redis: {e}")),
+                Err(_) => return answer_all(batch, "redis did not answer in time"),
             };
-            self.failures = 0;
             let mut again = Vec::new();
             for ((mut call, reply), cmd) in batch.drain(..).zip(replies).zip(pipe.cmd_iter()) {
                 match reply {
@@ -193,27 +167,40 @@ impl Task {
             if again.is_empty() {
                 return;
             }
-            *batch = again;
+            batch = again;
+            // In cluster mode `SCRIPT LOAD` goes to every primary.
             let mut load_cmd = redis::cmd("SCRIPT");
             load_cmd.arg("LOAD").arg(self.script);
-            let load = load_cmd.query_async::<String>(&mut conn);
+            let load = load_cmd.query_async::<redis::Value>(&mut conn);
             match tokio::time::timeout(self.timeout, load).await {
-                Ok(Ok(_sha)) => tracing::info!("publish script loaded into redis again"),
-                _ => {
-                    let e = self.failed("redis: loading the publish script failed".into());
-                    return answer_all(batch, &e);
-                }
+                Ok(Ok(_)) => tracing::info!("publish script loaded into redis again"),
+                _ => return answer_all(batch, "redis: loading the publish script failed"),
             }
         }
-        answer_all(
-            batch,
-            &BrokerError::Unavailable("redis keeps losing the publish script".into()),
-        );
+        answer_all(batch, "redis keeps losing the publish script");
     }
 }
 
-fn answer_all(batch: &mut Vec<Call>, e: &BrokerError) {
-    for call in batch.drain(..) {
-        let _ = call.reply.send(Err(e.clone()));
+/// Splits a batch into one group per team, each in queue order.
+fn per_team(batch: Vec<Call>) -> Vec<Vec<Call>> {
+    let mut groups: Vec<Vec<Call>> = Vec::new();
+    let mut index: std::collections::HashMap<TeamId, usize> = std::collections::HashMap::new();
+    for call in batch {
+        match index.get(&call.team) {
+            Some(&i) => groups[i].push(call),
+            None => {
+                index.insert(call.team.clone(), groups.len());
+                groups.push(vec![call]);
+            }
+        }
+    }
+    groups
+}
+
+fn answer_all(batch: Vec<Call>, why: &str) {
+    for call in batch {
+        let _ = call
+            .reply
+            .send(Err(BrokerError::Unavailable(why.to_owned())));
     }
 }

@@ -30,27 +30,29 @@
 //!
 //! # Subscriber
 //!
-//! Publishing goes through the node's publish pipeline (`publisher.rs`: one task, one
-//! multiplexed connection, whatever queued up sent as one pipeline), so a connection
-//! can keep publishes in flight without paying a round trip each; history reads use
-//! pooled connections (deadpool-redis). Receiving uses one long-lived
-//! pub/sub connection per node, owned by one task (an actor: `subscribe`/`unsubscribe`
-//! are commands to it, so no lock is shared with it and none is held across `.await`).
-//! The task remembers, per hosted team, the epoch and the last offset it delivered, and
-//! hands each message to the node's channel only if it is the next one:
+//! Everything goes through the node's Redis layer (`teamhub-redis`): one configuration,
+//! command connections without a checkout round trip, one pub/sub connection. Publishing
+//! goes through the node's publish pipeline (`publisher.rs`: one task, whatever queued
+//! up sent as one pipeline, per team in cluster mode), so a connection can keep
+//! publishes in flight without paying a round trip each. Receiving is one task (an
+//! actor: `subscribe`/`unsubscribe` are commands to it, so no lock is shared with it and
+//! none is held across `.await`) reading the broker's inbox of the layer's pub/sub
+//! connection. The task remembers, per hosted team, the epoch and the last offset it
+//! delivered, and hands each message to the node's channel only if it is the next one:
 //!
 //! - an offset already delivered is a duplicate and dropped;
 //! - a jump is filled from history first (then the live message is a duplicate);
-//! - when the subscriber connection drops it reconnects with backoff, resubscribes
-//!   every hosted team and fills what was published meanwhile from history before
-//!   delivering anything newer.
+//! - when the layer reports the team's channel resubscribed (a reconnect, a failover, a
+//!   slot move), what was published meanwhile is filled from history before anything
+//!   newer is delivered; a fill that fails (Redis still down) is retried until it works.
 //!
 //! # When continuity is lost: resync
 //!
 //! If history no longer holds the gap, the epoch changed (Redis lost its data), or an
 //! entry cannot be read, the broker cannot deliver that team's messages in order without
-//! a gap, so it delivers *nothing more* for the team and sends a [`Resync`] on the
-//! channel returned by [`RedisBroker::new`]. The node must then close every local
+//! a gap, so it delivers *nothing more* for the team and sends a
+//! [`BrokerEvent::Resync`] on the node's event stream, after the last message it did
+//! deliver (one stream, so a resync never overtakes the messages before it). The node must then close every local
 //! connection joined to that team with 1012 ("reconnect and recover with `since`"):
 //! their rejoin gets `recovered: false` (the epoch changed or history is incomplete), as
 //! the contract requires for clients that must reload. The team stays silent on this
@@ -68,15 +70,14 @@
 //! Redis cannot be reached or does not answer within [`OP_TIMEOUT`]. A publish that
 //! times out *after* Redis ran the script is reported as unavailable although it was
 //! published (the usual at-least-once ambiguity of a remote call); a client that
-//! retries sees two messages. `subscribe` answers `Unavailable` while the subscriber is
-//! disconnected, so a join fails rather than silently missing messages.
+//! retries sees two messages. `subscribe` answers `Unavailable` while Redis cannot
+//! confirm the subscription, so a join fails rather than silently missing messages.
 //!
-//! # Not yet
+//! # Redis Cluster
 //!
-//! The keys are ready for Redis Cluster (one slot per team), but the broker talks to
-//! one Redis endpoint with a plain client and uses `PUBLISH`, which a cluster
-//! broadcasts to every shard; a cluster client with sharded pub/sub (`SPUBLISH`,
-//! `SSUBSCRIBE`) would keep each team's traffic on its shard.
+//! Every key and the channel of a team share its hash tag, so the scripts touch one
+//! slot and the team's messages travel by sharded pub/sub (`SPUBLISH` in the script,
+//! `SSUBSCRIBE` by the layer): a shard carries only its own teams' traffic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,30 +85,25 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::{PubSubSink, PubSubStream};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use teamhub_presence::ConnKey;
 use teamhub_protocol::{MessageType, TeamId, UserId};
+use teamhub_redis::{ChannelKind, Delivery, Inbox, Redis, Subscriptions};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::HistoryLimits;
 use super::publisher::Publisher;
-use super::{Broker, BrokerError, History, HistoryRead, Pending, Position, Publication, Published};
+use super::{
+    Broker, BrokerError, BrokerEvent, History, HistoryRead, Pending, Position, Publication,
+    Published, Resync, ResyncReason,
+};
 use crate::event::{Event, MessageParts, encode_message};
 
-/// How long one Redis operation may take before it counts as unavailable.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// First wait before reconnecting the subscriber; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How often the idle subscriber connection is checked, so a half-open connection is
-/// noticed even when no message arrives.
-const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// How often a gap fill that failed (Redis unreachable) is tried again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 /// The placeholder offset the frame is encoded with before the script splices in the
 /// real one. No validated id can contain it with the surrounding quotes.
 const OFFSET_PLACEHOLDER: u64 = u64::MAX;
@@ -115,7 +111,7 @@ const OFFSET_PLACEHOLDER: u64 = u64::MAX;
 const PUBLISH_SCRIPT: &str = r"
 -- KEYS: meta hash, history list
 -- ARGV: fresh epoch, now ms, frame head, frame tail, origin/echo meta,
---       max messages, cutoff ms, history ttl ms, channel
+--       max messages, cutoff ms, history ttl ms, channel, publish command
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local o = string.format('%d', redis.call('HINCRBY', KEYS[1], 'offset', 1))
@@ -129,7 +125,7 @@ while true do
   redis.call('LPOP', KEYS[2])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PUBLISH', ARGV[9], payload)
+redis.call(ARGV[10], ARGV[9], payload)
 return o
 ";
 
@@ -161,25 +157,6 @@ end
 return out
 ";
 
-/// Why a team lost continuity on this node (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResyncReason {
-    /// The team's epoch changed: Redis lost the team's history.
-    EpochChanged,
-    /// Messages this node missed are no longer in history.
-    HistoryLost,
-    /// An entry could not be decoded or was not the next offset.
-    Inconsistent,
-}
-
-/// A team whose messages this node can no longer deliver in order: close its local
-/// connections with 1012.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resync {
-    pub team: TeamId,
-    pub reason: ResyncReason,
-}
-
 /// Offsets, history and fan-out through Redis, for one node of a cluster.
 pub struct RedisBroker {
     store: Arc<Store>,
@@ -188,61 +165,42 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
-    /// Creates the broker and starts its subscriber task (so it must be called inside a
-    /// Tokio runtime). It does not wait for Redis: it fails only on a malformed URL, and
-    /// the subscriber connects in the background; call [`Broker::ping`] to fail fast.
+    /// Creates the broker on the node's Redis layer and starts its subscriber task (so
+    /// it must be called inside a Tokio runtime).
     ///
     /// `prefix` starts every key and channel name (tests use a unique one each).
-    /// Events go to `events`, in offset order per team; the returned receiver yields a
-    /// [`Resync`] for each team whose continuity was lost.
+    /// Events go to `events`, in offset order per team, with a [`BrokerEvent::Resync`]
+    /// in their place for each team whose continuity was lost.
     pub fn new(
-        url: &str,
+        redis: &Redis,
         prefix: &str,
-        events: mpsc::UnboundedSender<Arc<Event>>,
+        events: mpsc::UnboundedSender<BrokerEvent>,
         limits: HistoryLimits,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Resync>), BrokerError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(PoolConfig {
-            timeouts: Timeouts {
-                wait: Some(OP_TIMEOUT),
-                create: Some(OP_TIMEOUT),
-                recycle: Some(OP_TIMEOUT),
-            },
-            ..PoolConfig::new(32)
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BrokerError::Unavailable(format!("redis pool: {e}")))?;
-        let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::Unavailable(format!("redis url: {e}")))?;
-        let client_for_publisher = client.clone();
+    ) -> Self {
         let store = Arc::new(Store {
-            pool,
+            redis: redis.clone(),
             prefix: prefix.to_owned(),
             limits,
             publish: Script::new(PUBLISH_SCRIPT),
             read: Script::new(READ_SCRIPT),
         });
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (resyncs, resyncs_rx) = mpsc::unbounded_channel();
+        let (subscriptions, inbox) = redis.listen();
         let subscriber = Subscriber {
-            client,
             store: store.clone(),
+            subscriptions,
             events,
-            resyncs,
             commands: commands_rx,
             teams: HashMap::new(),
+            behind: Vec::new(),
         };
-        tokio::spawn(subscriber.run());
-        let publisher = Publisher::start(client_for_publisher, PUBLISH_SCRIPT, OP_TIMEOUT);
-        Ok((
-            Self {
-                store,
-                publisher,
-                commands,
-            },
-            resyncs_rx,
-        ))
+        tokio::spawn(subscriber.run(inbox));
+        let publisher = Publisher::start(redis, PUBLISH_SCRIPT);
+        Self {
+            store,
+            publisher,
+            commands,
+        }
     }
 
     async fn command(
@@ -287,8 +245,9 @@ impl Broker for RedisBroker {
             .arg(store.limits.max_messages.max(1))
             .arg(now_ms - max_age_ms)
             .arg(max_age_ms.max(1))
-            .arg(store.key(team, "msg"));
-        let reply = self.publisher.call(cmd);
+            .arg(store.key(team, "msg"))
+            .arg(store.redis.team_publish());
+        let reply = self.publisher.call(team, cmd);
         Box::pin(async move {
             let offset = reply.await?;
             let offset = offset.parse().map_err(|_| {
@@ -309,17 +268,7 @@ impl Broker for RedisBroker {
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
-        let store = &self.store;
-        store
-            .run(async {
-                let mut conn = store.conn().await?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(unavailable)
-            })
-            .await
+        self.store.redis.ping().await.map_err(unavailable)
     }
 }
 
@@ -352,9 +301,9 @@ impl History for RedisBroker {
     }
 }
 
-/// What the broker and its subscriber task share: the pool, key names and scripts.
+/// What the broker and its subscriber task share: Redis, key names and scripts.
 struct Store {
-    pool: Pool,
+    redis: Redis,
     prefix: String,
     limits: HistoryLimits,
     publish: Script,
@@ -370,22 +319,6 @@ impl Store {
         i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX / 4)
     }
 
-    async fn run<T>(
-        &self,
-        op: impl Future<Output = Result<T, BrokerError>>,
-    ) -> Result<T, BrokerError> {
-        tokio::time::timeout(OP_TIMEOUT, op)
-            .await
-            .map_err(|_| BrokerError::Unavailable("redis did not answer in time".into()))?
-    }
-
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("redis: {e}")))
-    }
-
     /// Runs the read script: evicts by age, then returns the position and up to
     /// `limit` raw entries after `after`.
     async fn read_raw(
@@ -395,9 +328,10 @@ impl Store {
         limit: usize,
     ) -> Result<RawRead, BrokerError> {
         let now_ms = unix_ms(OffsetDateTime::now_utc());
+        let mut conn = self.redis.commands();
         let reply: Vec<String> = self
-            .run(async {
-                let mut conn = self.conn().await?;
+            .redis
+            .bounded(
                 self.read
                     .key(self.key(team, "meta"))
                     .key(self.key(team, "history"))
@@ -405,11 +339,10 @@ impl Store {
                     .arg(after)
                     .arg(limit.min(1 << 40))
                     .arg(now_ms - self.max_age_ms())
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
+                    .invoke_async(&mut conn),
+            )
+            .await
+            .map_err(unavailable)?;
         let bad = || BrokerError::Unavailable(format!("unexpected history reply for {team}"));
         let mut reply = reply.into_iter();
         let epoch = reply.next().ok_or_else(bad)?;
@@ -446,8 +379,8 @@ impl RawRead {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> BrokerError {
-    BrokerError::Unavailable(format!("redis: {e}"))
+fn unavailable(e: teamhub_redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
 }
 
 fn unix_ms(ts: OffsetDateTime) -> i64 {
@@ -560,123 +493,72 @@ struct TeamState {
     stale: bool,
 }
 
-/// How a subscriber connection ended.
-enum Ended {
-    /// The broker was dropped.
-    Stop,
-    /// The connection failed; `steady` when it had been fully set up.
-    Lost { steady: bool },
-}
-
-/// The task that owns the node's pub/sub connection.
+/// The task that owns the broker's subscriptions and its inbox.
 struct Subscriber {
-    client: redis::Client,
     store: Arc<Store>,
-    events: mpsc::UnboundedSender<Arc<Event>>,
-    resyncs: mpsc::UnboundedSender<Resync>,
+    subscriptions: Subscriptions,
+    events: mpsc::UnboundedSender<BrokerEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Hosted teams by channel name.
     teams: HashMap<String, TeamState>,
+    /// Channels whose gap fill failed (Redis unreachable): filled again on a timer,
+    /// before anything newer on them is delivered.
+    behind: Vec<String>,
 }
 
 impl Subscriber {
-    async fn run(mut self) {
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let connected = tokio::time::timeout(OP_TIMEOUT, self.client.get_async_pubsub()).await;
-            match connected {
-                Ok(Ok(pubsub)) => {
-                    let (sink, stream) = pubsub.split();
-                    match self.serve(sink, stream).await {
-                        Ended::Stop => return,
-                        Ended::Lost { steady } => {
-                            tracing::warn!("redis subscriber connection lost; reconnecting");
-                            if steady {
-                                backoff = MIN_BACKOFF;
-                            }
-                        }
-                    }
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "redis subscriber cannot connect"),
-                Err(_) => tracing::warn!("redis subscriber connect timed out"),
-            }
-            if !self.wait_disconnected(backoff).await {
-                return;
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    /// Waits `pause` while disconnected, answering commands. False when the broker is gone.
-    async fn wait_disconnected(&mut self, pause: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + pause;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return true,
-                cmd = self.commands.recv() => match cmd {
-                    None => return false,
-                    Some(Command::Subscribe(_, reply)) => {
-                        let _ = reply.send(Err(BrokerError::Unavailable(
-                            "redis subscriber is reconnecting".into(),
-                        )));
-                    }
-                    Some(Command::Unsubscribe(team, reply)) => {
-                        self.teams.remove(&self.store.key(&team, "msg"));
-                        let _ = reply.send(Ok(()));
-                    }
-                },
-            }
-        }
-    }
-
-    /// Runs one connection: resubscribe, catch up, then deliver until it fails.
-    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> Ended {
-        let channels: Vec<String> = self.teams.keys().cloned().collect();
-        if !channels.is_empty() {
-            match tokio::time::timeout(OP_TIMEOUT, sink.subscribe(&channels)).await {
-                Ok(Ok(())) => {}
-                _ => return Ended::Lost { steady: false },
-            }
-        }
-        for channel in &channels {
-            if self.catch_up(channel).await.is_err() {
-                return Ended::Lost { steady: false };
-            }
-        }
-        let mut health = tokio::time::interval(SUBSCRIBER_PING);
-        health.tick().await;
+    async fn run(mut self, mut inbox: Inbox) {
+        let mut retry = tokio::time::interval(CATCH_UP_RETRY);
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
-                    None => return Ended::Stop,
+                    None => return,
                     Some(Command::Subscribe(team, reply)) => {
-                        let _ = reply.send(self.add(&mut sink, team).await);
+                        let _ = reply.send(self.add(team).await);
                     }
                     Some(Command::Unsubscribe(team, reply)) => {
                         let channel = self.store.key(&team, "msg");
                         self.teams.remove(&channel);
-                        // Messages still in flight for it are dropped (no state); a failed
-                        // UNSUBSCRIBE means the connection is failing and will be replaced.
-                        let _ = tokio::time::timeout(OP_TIMEOUT, sink.unsubscribe(&channel)).await;
+                        self.behind.retain(|c| c != &channel);
+                        // Messages still in flight for it are dropped (no state left). A
+                        // failed UNSUBSCRIBE leaves a channel nobody reads, dropped by
+                        // the layer.
+                        let _ = self.subscriptions.unsubscribe(&channel, ChannelKind::Team).await;
                         let _ = reply.send(Ok(()));
                     }
                 },
-                msg = stream.next() => match msg {
-                    None => return Ended::Lost { steady: true },
-                    Some(msg) => {
-                        let channel = msg.get_channel_name().to_owned();
-                        if self.on_message(&channel, msg.get_payload_bytes()).await.is_err() {
-                            return Ended::Lost { steady: true };
+                delivery = inbox.recv() => match delivery {
+                    None => return,
+                    Some(Delivery::Message { channel, payload }) => {
+                        if self.behind.iter().any(|c| **c == *channel) {
+                            // The fill from history will cover it.
+                            continue;
+                        }
+                        if self.on_message(&channel, &payload).await.is_err() {
+                            self.fall_behind(&channel);
+                        }
+                    }
+                    Some(Delivery::Resubscribed { channel }) => {
+                        if self.catch_up(&channel).await.is_err() {
+                            self.fall_behind(&channel);
                         }
                     }
                 },
-                _ = health.tick() => {
-                    let pong = tokio::time::timeout(OP_TIMEOUT, sink.ping::<redis::Value>()).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        return Ended::Lost { steady: true };
+                _ = retry.tick(), if !self.behind.is_empty() => {
+                    for channel in std::mem::take(&mut self.behind) {
+                        if self.catch_up(&channel).await.is_err() {
+                            self.fall_behind(&channel);
+                        }
                     }
                 }
             }
+        }
+    }
+
+    fn fall_behind(&mut self, channel: &str) {
+        if !self.behind.iter().any(|c| c == channel) {
+            tracing::warn!(channel, "redis failed while filling a gap; retrying");
+            self.behind.push(channel.to_owned());
         }
     }
 
@@ -684,16 +566,17 @@ impl Subscriber {
     ///
     /// Messages published between the two are missed by the channel but not lost: the
     /// next message shows the jump and they are read from history.
-    async fn add(&mut self, sink: &mut PubSubSink, team: TeamId) -> Result<(), BrokerError> {
+    async fn add(&mut self, team: TeamId) -> Result<(), BrokerError> {
         let channel = self.store.key(&team, "msg");
         if self.teams.get(&channel).is_some_and(|s| !s.stale) {
             return Ok(());
         }
         let raw = self.store.read_raw(&team, 0, 0).await?;
-        tokio::time::timeout(OP_TIMEOUT, sink.subscribe(&channel))
+        self.subscriptions
+            .subscribe(&channel, ChannelKind::Team)
             .await
-            .map_err(|_| BrokerError::Unavailable("redis subscribe timed out".into()))?
             .map_err(unavailable)?;
+        self.behind.retain(|c| c != &channel);
         self.teams.insert(
             channel,
             TeamState {
@@ -774,7 +657,7 @@ impl Subscriber {
             return false;
         };
         // A closed channel means the node is shutting down; nothing to deliver to.
-        let _ = self.events.send(Arc::new(event));
+        let _ = self.events.send(BrokerEvent::Message(Arc::new(event)));
         if let Some(state) = self.teams.get_mut(channel) {
             state.last = offset;
         }
@@ -785,10 +668,10 @@ impl Subscriber {
         if let Some(state) = self.teams.get_mut(channel) {
             state.stale = true;
             tracing::warn!(team = %state.team, ?reason, "team lost continuity; resync");
-            let _ = self.resyncs.send(Resync {
+            let _ = self.events.send(BrokerEvent::Resync(Resync {
                 team: state.team.clone(),
                 reason,
-            });
+            }));
         }
     }
 }

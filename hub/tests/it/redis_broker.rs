@@ -7,15 +7,14 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use teamhub::broker::conformance::{self, expect_message, publish, team};
 use teamhub::broker::memory::HistoryLimits;
-use teamhub::broker::redis::{RedisBroker, Resync, ResyncReason};
-use teamhub::broker::{Broker, BrokerError, History};
-use teamhub::event::Event;
+use teamhub::broker::redis::RedisBroker;
+use teamhub::broker::{Broker, BrokerError, BrokerEvent, History, Resync, ResyncReason};
+use teamhub_redis::{Redis, RedisConfig};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -26,8 +25,7 @@ fn redis_url() -> String {
 
 struct TestBroker {
     broker: RedisBroker,
-    events: UnboundedReceiver<Arc<Event>>,
-    resyncs: UnboundedReceiver<Resync>,
+    events: UnboundedReceiver<BrokerEvent>,
 }
 
 fn limits(max_age: Duration) -> HistoryLimits {
@@ -44,19 +42,15 @@ fn unique_prefix() -> String {
 /// A broker on `url` with `prefix`, checked reachable (a clear failure otherwise).
 async fn broker_on(url: &str, prefix: &str, max_age: Duration) -> TestBroker {
     let (tx, events) = unbounded_channel();
-    let (broker, resyncs) = RedisBroker::new(url, prefix, tx, limits(max_age))
-        .unwrap_or_else(|e| panic!("RedisBroker::new({url}): {e}"));
-    if let Err(e) = broker.ping().await {
+    let config = RedisConfig::single(url).unwrap();
+    let redis = Redis::connect(config).await.unwrap_or_else(|e| {
         panic!(
             "Redis at {url} is unreachable ({e}). These tests need a real Redis: start one \
              (redis-server --port 6379 --save '' --appendonly no) or set TEAMHUB_TEST_REDIS_URL"
-        );
-    }
-    TestBroker {
-        broker,
-        events,
-        resyncs,
-    }
+        )
+    });
+    let broker = RedisBroker::new(&redis, prefix, tx, limits(max_age));
+    TestBroker { broker, events }
 }
 
 async fn shared_broker() -> TestBroker {
@@ -237,11 +231,16 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn next_resync(rx: &mut UnboundedReceiver<Resync>) -> Resync {
-    tokio::time::timeout(WAIT, rx.recv())
+/// The next item of the broker's stream, which must be a resync.
+async fn next_resync(rx: &mut UnboundedReceiver<BrokerEvent>) -> Resync {
+    match tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a resync within the timeout")
-        .expect("resync channel open")
+        .expect("event channel open")
+    {
+        BrokerEvent::Resync(r) => r,
+        BrokerEvent::Message(m) => panic!("a message where a resync was due: {m:?}"),
+    }
 }
 
 #[tokio::test]
@@ -274,7 +273,7 @@ async fn a_dropped_subscriber_fills_the_gap_from_history() {
     // Nothing twice: the next event is the next offset.
     publish(&t.broker, &team, 7, None, false).await.unwrap();
     expect_message(&mut t.events, &team, 7).await;
-    assert!(t.resyncs.try_recv().is_err(), "no resync for a filled gap");
+    assert!(t.events.try_recv().is_err(), "no resync for a filled gap");
 }
 
 #[tokio::test]
@@ -308,7 +307,7 @@ async fn a_restarted_redis_means_unavailable_then_a_new_epoch() {
     redis.spawn();
     redis.wait_ready().await;
     // The subscriber reconnects, resubscribes, finds the team's epoch changed and says so.
-    let resync = next_resync(&mut t.resyncs).await;
+    let resync = next_resync(&mut t.events).await;
     assert_eq!(
         resync,
         Resync {
@@ -381,7 +380,7 @@ async fn a_gap_history_no_longer_holds_resyncs_the_team() {
             .offset,
         12
     );
-    let resync = next_resync(&mut t.resyncs).await;
+    let resync = next_resync(&mut t.events).await;
     assert_eq!(
         resync,
         Resync {
@@ -418,7 +417,7 @@ async fn a_live_epoch_change_resyncs_the_team() {
         1,
         "a new history starts over"
     );
-    let resync = next_resync(&mut t.resyncs).await;
+    let resync = next_resync(&mut t.events).await;
     assert_eq!(resync.reason, ResyncReason::EpochChanged);
     // Hosting the team afresh delivers the new history's messages.
     t.broker.unsubscribe(&team).await.unwrap();

@@ -20,7 +20,8 @@
 //!
 //! A conn key is `"<conn>:<node>"` (the number first, so the first `:` splits it).
 //!
-//! Events are PUBLISHed on `<prefix>:{<team>}:events` as one JSON object:
+//! Events are PUBLISHed (SPUBLISHed in a Redis Cluster) on `<prefix>:{<team>}:events`
+//! as one JSON object:
 //! `{"team": T, "v": VERSION, "origin": CONN_KEY, "joins": [entry...], "leaves": [entry...]}`
 //! with entries in the wire shape (`{"user","name","conns","meta"}`); a leave entry has
 //! `conns: 0` and `meta: null`, as `TeamPresence` gives.
@@ -214,8 +215,14 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Self {
-        let with_prelude = |body: &str| ::redis::Script::new(&format!("{PRELUDE}\n{body}"));
+    /// `publish` is the command that publishes on a team channel: `PUBLISH`, or
+    /// `SPUBLISH` in a Redis Cluster (the channel lives on the team's shard).
+    pub fn new(publish: &str) -> Self {
+        let with_prelude = |body: &str| {
+            let source = format!("{PRELUDE}\n{body}")
+                .replace("redis.call('PUBLISH'", &format!("redis.call('{publish}'"));
+            ::redis::Script::new(&source)
+        };
         Self {
             join: with_prelude(JOIN),
             leave: with_prelude(LEAVE),
