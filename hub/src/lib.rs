@@ -14,6 +14,7 @@ pub mod control;
 pub mod error;
 pub mod event;
 mod fanout;
+mod hosting;
 pub mod http;
 pub mod library;
 pub mod listen;

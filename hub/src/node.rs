@@ -26,9 +26,10 @@ use crate::broker::{Broker, History, Publication, Published};
 use crate::control::{Command, Control, ControlEvent};
 use crate::error::OpError;
 use crate::event::MessageParts;
+use crate::hosting::Hosting;
 use crate::metrics;
 pub use crate::origin::OriginPolicy;
-use crate::registry::Registry;
+use crate::registry::{Registry, Subscriber};
 use crate::revocation::Revocations;
 
 /// Per-connection limits and timings (section 3 of the contract).
@@ -86,7 +87,10 @@ pub struct Node {
     pub limits: Limits,
     pub auth: Authenticator,
     pub origins: OriginPolicy,
+    /// Local connections per team. Change a team's membership only through
+    /// [`Node::host`] and [`Node::unhost`], which keep the broker's subscription in step.
     pub registry: Registry,
+    hosting: Hosting,
     pub broker: Arc<dyn Broker>,
     pub history: Arc<dyn History>,
     pub presence: Arc<dyn PresenceStore>,
@@ -128,6 +132,7 @@ impl Node {
     pub fn new(p: NodeParts) -> Self {
         Node {
             registry: Registry::new(p.id.clone()),
+            hosting: Hosting::default(),
             id: p.id,
             limits: p.limits,
             auth: p.auth,
@@ -149,6 +154,27 @@ impl Node {
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Joins a connection to a team on this node: registry and broker subscription
+    /// together, under the team's lock (`hosting.rs`). On error nothing changed.
+    pub async fn host(
+        &self,
+        team: &TeamId,
+        conn: u64,
+        sub: Subscriber,
+    ) -> Result<(), crate::broker::BrokerError> {
+        self.hosting
+            .join(&self.registry, &*self.broker, team, conn, sub)
+            .await
+    }
+
+    /// Removes a connection from a team; the last one ends the node's subscription.
+    /// False when it was not joined.
+    pub async fn unhost(&self, team: &TeamId, conn: u64) -> bool {
+        self.hosting
+            .leave(&self.registry, &*self.broker, team, conn)
+            .await
     }
 
     pub fn conn_key(&self) -> ConnKey {

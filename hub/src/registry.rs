@@ -160,6 +160,13 @@ impl Registry {
             .count()
     }
 
+    /// Whether connection `conn` is joined to `team`.
+    pub fn contains(&self, team: &TeamId, conn: u64) -> bool {
+        self.teams
+            .get(team)
+            .is_some_and(|subs| subs.contains_key(&conn))
+    }
+
     /// Whether any local connection is joined to `team`.
     pub fn hosts(&self, team: &TeamId) -> bool {
         self.teams.get(team).is_some_and(|subs| !subs.is_empty())

@@ -63,17 +63,9 @@ impl Session {
                 outbox: self.outbox.clone(),
                 framing: self.framing,
             };
-            node.registry.add(team, self.key.conn, sub);
-            // Every fresh join waits for the subscription, not only the team's first
-            // local one: a second connection joining while the first subscribe is in
-            // flight must not read its position before the team's channel is live.
-            // Brokers make a repeated subscribe cheap and answer it in order.
-            if let Err(e) = node.broker.subscribe(team).await {
-                if node.registry.remove(team, self.key.conn) {
-                    self.resubscribe_if_hosted(team).await;
-                }
-                return Err(e.into());
-            }
+            // Returns once the team's stream is live on this node, so the position read
+            // below cannot miss a message; on error nothing changed.
+            node.host(team, self.key.conn, sub).await?;
         }
         let result = self.join_steps(team, since, meta).await;
         match result {
@@ -143,26 +135,11 @@ impl Session {
     /// Undoes registry and presence membership (both idempotent).
     pub(super) async fn forget(&mut self, team: &TeamId) {
         let node = self.node.clone();
-        if node.registry.remove(team, self.key.conn) {
-            if let Err(e) = node.broker.unsubscribe(team).await {
-                tracing::warn!(%team, error = %e, "unsubscribe failed");
-            }
-            self.resubscribe_if_hosted(team).await;
-        }
+        node.unhost(team, self.key.conn).await;
         match node.presence.leave(team, &self.key).await {
             Ok(change) if change.left.is_some() => self.record_presence(team, "presence.left"),
             Ok(_) => {}
             Err(e) => tracing::warn!(%team, error = %e, "presence leave failed"),
-        }
-    }
-
-    /// A connection may have joined the team while its last one was unsubscribing; the
-    /// unsubscribe must not win. Re-subscribing is idempotent, so when in doubt, do it.
-    async fn resubscribe_if_hosted(&self, team: &TeamId) {
-        if self.node.registry.hosts(team)
-            && let Err(e) = self.node.broker.subscribe(team).await
-        {
-            tracing::warn!(%team, error = %e, "re-subscribe failed");
         }
     }
 
