@@ -4,10 +4,15 @@
 # and .svg. Needs release builds and the Socket.IO baseline installed:
 #   cargo build --release -p teamhub-loadtest -p teamhub
 #   (cd loadtest/baselines/socketio && npm ci)
-# Usage: loadtest/bench.sh [idle|fanout|ramp|all|cluster] [RUN_TAG]
-#   cluster: the fanout and ramp on 1 node in-process, then 1, 2 and 3 nodes sharing
-#   Redis at 127.0.0.1:6379 (a fresh key prefix per layout); sockets round-robin over
-#   the nodes, so most messages cross Redis to reach receivers on other nodes.
+# Usage: loadtest/bench.sh [idle|fanout|ramp|all|cluster|shards] [RUN_TAG]
+#   cluster: the fanout and ramp, in one run, on: 1 node in-process; 1 and 2 nodes
+#   sharing Redis at 127.0.0.1:6379 (a fresh key prefix per layout); 2 nodes on a local
+#   3-primary Redis Cluster this script starts (ports 17001-17003); Socket.IO with its
+#   Redis adapter on 2 nodes. Sockets round-robin over the nodes, so most messages cross
+#   Redis to reach receivers on other nodes. Redis `INFO commandstats` (CPU per call of
+#   each command) is written beside each result as <name>-<tag>.commandstats.
+#   shards: 2 nodes on the 3-primary cluster, 300 teams; each primary's CPU time during
+#   the fanout goes to loadtest/results/shards-<tag>.txt (balance across shards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -51,21 +56,75 @@ stop() {
 }
 trap stop EXIT
 
+# A 3-primary Redis Cluster (no replicas: every core the replicas would take is the
+# hub's), started once for the run and stopped on exit.
+SHARD_PORTS=(17001 17002 17003)
+SHARD_PIDS=()
+shards_start() {
+  [[ ${#SHARD_PIDS[@]} -gt 0 ]] && return 0
+  local port
+  for port in "${SHARD_PORTS[@]}"; do
+    mkdir -p "$WORK/shard$port"
+    (cd "$WORK/shard$port" && exec redis-server --port "$port" --bind 127.0.0.1 \
+      --cluster-enabled yes --cluster-config-file nodes.conf --save "" --appendonly no \
+      >"$WORK/shard$port.log" 2>&1) &
+    SHARD_PIDS+=($!)
+  done
+  for port in "${SHARD_PORTS[@]}"; do
+    for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${SHARD_PORTS[@]}") --cluster-yes >/dev/null
+  for port in "${SHARD_PORTS[@]}"; do
+    for _ in $(seq 1 100); do
+      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
+    done
+  done
+}
+shards_stop() {
+  local pid
+  for pid in "${SHARD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SHARD_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  SHARD_PIDS=()
+}
+# Redis ports a layout uses, for commandstats and CPU.
+redis_ports() { # redis_ports BACKEND
+  case $1 in rediscluster) echo "${SHARD_PORTS[@]}" ;; redis|socketio) echo 6379 ;; esac
+}
+stats_reset() { local p; for p in $(redis_ports "$1"); do redis-cli -p "$p" config resetstat >/dev/null; done; }
+stats_save() { # stats_save BACKEND FILE
+  local p
+  : >"$2"
+  for p in $(redis_ports "$1"); do
+    { echo "# port $p"; redis-cli -p "$p" info commandstats; redis-cli -p "$p" info cpu; } >>"$2"
+  done
+}
+
 CLUSTER_PIDS=()
-cluster_start() { # cluster_start NODES memory|redis
+cluster_start() { # cluster_start NODES memory|redis|rediscluster|socketio
   local nodes=$1 backend=$2 prefix="bench-$$-$RANDOM" i port
-  URLS=() PIDS=() CLUSTER_PIDS=()
+  URLS=() PIDS=() CLUSTER_PIDS=() KIND_ARGS=()
   for i in $(seq 1 "$nodes"); do
     port=$((18100 + i))
-    rm -f "$WORK/node$i.db"*
-    local args=(serve --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --rate-limit 0
-      --database-url "sqlite://$WORK/node$i.db" --node-id "n$i")
-    if [[ $backend == redis ]]; then
-      args+=(--redis-url redis://127.0.0.1:6379 --redis-key-prefix "$prefix")
+    if [[ $backend == socketio ]]; then
+      PORT=$port REDIS_URL=redis://127.0.0.1:6379 node loadtest/baselines/socketio/server.js \
+        >"$WORK/node$i.log" 2>&1 &
+      KIND_ARGS=(--server-kind socketio)
+      URLS+=(--url "ws://127.0.0.1:$port")
+    else
+      rm -f "$WORK/node$i.db"*
+      local args=(serve --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --rate-limit 0
+        --database-url "sqlite://$WORK/node$i.db" --node-id "n$i")
+      case $backend in
+        redis) args+=(--redis-url redis://127.0.0.1:6379 --redis-key-prefix "$prefix") ;;
+        rediscluster)
+          shards_start
+          args+=(--redis-mode cluster --redis-key-prefix "$prefix"
+            --redis-url "$(printf 'redis://127.0.0.1:%s,' "${SHARD_PORTS[@]}")") ;;
+      esac
+      "$BIN/teamhub" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
+      URLS+=(--url "ws://127.0.0.1:$port/ws")
     fi
-    "$BIN/teamhub" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
     CLUSTER_PIDS+=($!)
-    URLS+=(--url "ws://127.0.0.1:$port/ws")
     PIDS+=(--server-pid $!)
     for _ in $(seq 1 100); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
@@ -82,19 +141,36 @@ cluster_stop() {
 }
 
 if [[ $WHAT == cluster ]]; then
-  trap cluster_stop EXIT
-  for layout in 1:memory 1:redis 2:redis 3:redis; do
+  trap 'cluster_stop; shards_stop' EXIT
+  for layout in 1:memory 1:redis 2:redis 2:rediscluster 2:socketio; do
     nodes=${layout%%:*} backend=${layout#*:}
     name="hub-${nodes}node-$backend"
+    [[ $backend == socketio ]] && name="socketio-${nodes}node-redis"
     cluster_start "$nodes" "$backend"
-    $LT fanout "${URLS[@]}" "${PIDS[@]}" \
+    stats_reset "$backend"
+    $LT fanout "${KIND_ARGS[@]}" "${URLS[@]}" "${PIDS[@]}" \
       --sockets 1000 --teams 10 --publishers 1 --rate 100 --duration 20s \
       --json "$OUT/fanout-$name-$TAG.json" || echo "fanout $name exited $?"
-    $LT ramp "${URLS[@]}" "${PIDS[@]}" \
+    stats_save "$backend" "$OUT/fanout-$name-$TAG.commandstats"
+    stats_reset "$backend"
+    $LT ramp "${KIND_ARGS[@]}" "${URLS[@]}" "${PIDS[@]}" \
       --sockets 1000 --teams 10 --publishers 1 --start-rate 100 --step-duration 5s \
       --json "$OUT/ramp-$name-$TAG.json" || echo "ramp $name exited $?"
+    stats_save "$backend" "$OUT/ramp-$name-$TAG.commandstats"
     cluster_stop
   done
+  exit 0
+fi
+
+if [[ $WHAT == shards ]]; then
+  trap 'cluster_stop; shards_stop' EXIT
+  cluster_start 2 rediscluster
+  stats_reset rediscluster
+  $LT fanout "${URLS[@]}" "${PIDS[@]}" \
+    --sockets 3000 --teams 300 --publishers 1 --rate 1500 --duration 20s \
+    --json "$OUT/fanout-shards-$TAG.json" || echo "fanout shards exited $?"
+  stats_save rediscluster "$OUT/shards-$TAG.txt"
+  cluster_stop
   exit 0
 fi
 
