@@ -19,9 +19,12 @@
 //! # One script per publish, one encoding per message
 //!
 //! The publishing node encodes the `message` frame once, with a placeholder offset, and
-//! sends the bytes before and after the offset. One Lua script then, atomically: creates
-//! the epoch if missing (`HSETNX`), increments the offset, splices it into the frame,
-//! appends the entry to history, trims it and `PUBLISH`es the payload. Redis runs
+//! sends the bytes before and after the offset. One Lua script then, atomically: reads
+//! the epoch (creating it if missing), increments the offset, splices it into the
+//! frame, appends the entry to history, trims it to `max_messages` and `PUBLISH`es
+//! (`SPUBLISH` in cluster mode) the payload: six commands. The age limit is applied
+//! when history is read (the read script evicts by publish-time stamp first), so no
+//! publish pays for it and no reader sees an entry past its age. Redis runs
 //! scripts one at a time, so offsets are gapless and the channel carries them in
 //! order. The payload is `<offset> <epoch> <echo> <conn> <len>:<node><frame>`: what a
 //! receiving node needs to rebuild the [`Event`] (origin, echo, and the frame whose
@@ -111,21 +114,20 @@ const OFFSET_PLACEHOLDER: u64 = u64::MAX;
 const PUBLISH_SCRIPT: &str = r"
 -- KEYS: meta hash, history list
 -- ARGV: fresh epoch, now ms, frame head, frame tail, origin/echo meta,
---       max messages, cutoff ms, history ttl ms, channel, publish command
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+--       max messages, history ttl ms, channel, publish command
+-- Six commands in the common case; the age limit is applied by every read (READ_SCRIPT),
+-- so a publish only bounds the list by count and refreshes its expiry.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
 local o = string.format('%d', redis.call('HINCRBY', KEYS[1], 'offset', 1))
 local payload = o .. ' ' .. epoch .. ' ' .. ARGV[5] .. ARGV[3] .. o .. ARGV[4]
 redis.call('RPUSH', KEYS[2], ARGV[2] .. ':' .. payload)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
-local cutoff = tonumber(ARGV[7])
-while true do
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  if not head or tonumber(string.match(head, '^(%d+):')) >= cutoff then break end
-  redis.call('LPOP', KEYS[2])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call(ARGV[10], ARGV[9], payload)
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call(ARGV[9], ARGV[8], payload)
 return o
 ";
 
@@ -243,7 +245,6 @@ impl Broker for RedisBroker {
             .arg(tail)
             .arg(meta)
             .arg(store.limits.max_messages.max(1))
-            .arg(now_ms - max_age_ms)
             .arg(max_age_ms.max(1))
             .arg(store.key(team, "msg"))
             .arg(store.redis.team_publish());
