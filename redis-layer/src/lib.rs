@@ -29,6 +29,9 @@ mod commands;
 pub mod config;
 mod connect;
 mod pubsub;
+/// Real Redis servers started by tests: a Redis Cluster, a TLS server.
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
