@@ -607,3 +607,45 @@ async fn shutdown_stops_the_store() {
     );
     assert!(a.snapshot(&t).await.unwrap().entries.is_empty());
 }
+
+// ---- Redis Cluster ------------------------------------------------------------------
+
+/// A store on the shared local Redis Cluster (3 primaries, 3 replicas): the presence
+/// scripts `SPUBLISH` on the team's shard, the subscriber `SSUBSCRIBE`s there.
+async fn cluster_subject(test: &str) -> Subject {
+    let cluster = tokio::task::spawn_blocking(teamhub_redis::testing::LocalCluster::shared)
+        .await
+        .unwrap();
+    let config =
+        teamhub_redis::RedisConfig::new(teamhub_redis::Mode::Cluster, &cluster.seeds()).unwrap();
+    let redis = teamhub_redis::Redis::connect(config).await.unwrap();
+    let (tx, events) = unbounded_channel();
+    let store =
+        RedisPresence::connect(&redis, &prefix(test), "node-1", Duration::from_secs(15), tx)
+            .await
+            .unwrap();
+    Subject {
+        store: Arc::new(store),
+        events,
+    }
+}
+
+#[tokio::test]
+async fn cluster_first_connection_joins_last_leaves() {
+    conformance::first_connection_joins_last_leaves(&mut cluster_subject("k1").await).await;
+}
+
+#[tokio::test]
+async fn cluster_retries_are_harmless() {
+    conformance::retries_are_harmless(&mut cluster_subject("k2").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_are_ordered_under_concurrency() {
+    conformance::events_are_ordered_under_concurrency(&mut cluster_subject("k3").await).await;
+}
+
+#[tokio::test]
+async fn cluster_teams_are_isolated_and_snapshots_sorted() {
+    conformance::teams_are_isolated_and_snapshots_sorted(&mut cluster_subject("k4").await).await;
+}

@@ -3,8 +3,8 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// Sends commands to Redis. Clone it per use: every clone shares the connection(s),
 /// which reconnect on their own with exponential backoff and full jitter.
@@ -29,20 +29,44 @@ impl Commands {
         Commands(Conn::Cluster(c))
     }
 
-    /// `PING` to the server, or to every primary of a cluster.
-    pub(crate) async fn ping_all(&mut self) -> RedisResult<()> {
+    /// `PING` to the server, or to every primary of a cluster; the error names each
+    /// primary that does not answer (or that the cluster marks failed).
+    pub(crate) async fn ping_all(&mut self) -> Result<(), String> {
         match &mut self.0 {
-            Conn::Single(c) => redis::cmd("PING").query_async::<()>(c).await,
-            Conn::Cluster(c) => c
-                .route_command(
-                    redis::cmd("PING"),
-                    RoutingInfo::MultiNode((
-                        MultipleNodeRoutingInfo::AllMasters,
-                        Some(ResponsePolicy::AllSucceeded),
-                    )),
-                )
+            Conn::Single(c) => redis::cmd("PING")
+                .query_async::<()>(c)
                 .await
-                .map(drop),
+                .map_err(|e| e.to_string()),
+            Conn::Cluster(c) => {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(c)
+                    .await
+                    .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+                let mut down = Vec::new();
+                for (addr, flags) in primaries(&nodes) {
+                    if flags.split(',').any(|f| f == "fail" || f == "fail?") {
+                        down.push(format!("primary {addr} is marked {flags}"));
+                        continue;
+                    }
+                    let Some((host, port)) = addr.rsplit_once(':') else {
+                        continue;
+                    };
+                    let Ok(port) = port.parse() else { continue };
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.to_owned(),
+                        port,
+                    });
+                    if let Err(e) = c.route_command(redis::cmd("PING"), route).await {
+                        down.push(format!("primary {addr}: {e}"));
+                    }
+                }
+                if down.is_empty() {
+                    Ok(())
+                } else {
+                    Err(down.join("; "))
+                }
+            }
         }
     }
 }
@@ -72,5 +96,39 @@ impl ConnectionLike for Commands {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+/// The primaries of a `CLUSTER NODES` answer: `(host:port, flags)`, slots served.
+fn primaries(nodes: &str) -> Vec<(&str, &str)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (_id, addr, flags) = (f.next()?, f.next()?, f.next()?);
+            let has_slots = f.nth(5).is_some();
+            let addr = addr.split('@').next()?;
+            (flags.contains("master") && has_slots).then_some((addr, flags))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primaries_with_slots_are_found() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master,fail - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+d4 127.0.0.1:7004@17004 master - 0 0 4 connected
+";
+        assert_eq!(
+            super::primaries(nodes),
+            [
+                ("127.0.0.1:7001", "myself,master"),
+                ("127.0.0.1:7002", "master,fail")
+            ]
+        );
     }
 }

@@ -162,9 +162,8 @@ async fn bounded<T>(
     let limit = config.connect_timeout + config.op_timeout;
     match tokio::time::timeout(limit, op).await {
         Ok(r) => r,
-        Err(_) => Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "timed out",
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
             format!("no answer within {limit:?}"),
         ))),
     }

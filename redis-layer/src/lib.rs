@@ -137,12 +137,22 @@ impl Redis {
     /// the pub/sub connections), for `/readyz`: the error says what is unreachable.
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut commands = self.commands();
-        self.bounded(commands.ping_all())
-            .await
-            .map_err(|e| RedisError::Unavailable(format!("commands: {e}")))?;
-        self.bounded(self.inner.pubsub.ping())
-            .await
-            .map_err(|e| RedisError::Unavailable(format!("pub/sub: {e}")))
+        let limit = self.op_timeout();
+        let within = |r: Result<Result<(), String>, _>, what: &str| match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RedisError::Unavailable(format!("{what}: {e}"))),
+            Err(_) => Err(RedisError::Unavailable(format!(
+                "{what}: no answer within {limit:?}"
+            ))),
+        };
+        within(
+            tokio::time::timeout(limit, commands.ping_all()).await,
+            "commands",
+        )?;
+        within(
+            tokio::time::timeout(limit, self.inner.pubsub.ping()).await,
+            "pub/sub",
+        )
     }
 
     /// A new listener: the handle that subscribes channels and the inbox their

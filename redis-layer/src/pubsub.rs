@@ -188,9 +188,12 @@ impl SubConn {
         }
     }
 
-    async fn ping(&self) -> redis::RedisResult<()> {
+    async fn ping(&self) -> Result<(), String> {
         match self {
-            SubConn::Single(c) => redis::cmd("PING").query_async::<()>(&mut c.clone()).await,
+            SubConn::Single(c) => redis::cmd("PING")
+                .query_async::<()>(&mut c.clone())
+                .await
+                .map_err(|e| e.to_string()),
             SubConn::Cluster(c) => crate::Commands::cluster(c.clone()).ping_all().await,
         }
     }
@@ -235,7 +238,7 @@ impl PubSub {
         (Subscriptions { redis, owner, to }, Inbox { rx })
     }
 
-    pub(crate) async fn ping(&self) -> redis::RedisResult<()> {
+    pub(crate) async fn ping(&self) -> Result<(), String> {
         self.conn.ping().await
     }
 

@@ -24,6 +24,7 @@ mod process;
 mod reconnect;
 mod recovery;
 mod redis_broker;
+mod redis_cluster;
 mod rest;
 mod revoke;
 mod rolling;
