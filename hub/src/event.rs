@@ -3,7 +3,10 @@
 //! An [`Event`] is built once per node for each message or presence change and shared
 //! by every receiver through an `Arc`; its wire bytes are a reference-counted buffer,
 //! so delivering to a thousand sockets copies no payload. The seed endpoint's
-//! different framing is encoded lazily, once, the first time a seed client needs it.
+//! different framing is encoded lazily, once, the first time a seed client needs it:
+//! for a message it is read back from the wire frame then, so a node with no seed
+//! client never decodes a message (a pub/sub payload from another node is only split
+//! at its header and its frame bytes shared as they arrived).
 
 use std::sync::OnceLock;
 
@@ -27,11 +30,8 @@ pub enum EventKind {
 /// What the seed endpoint's frames are built from.
 #[derive(Debug)]
 enum SeedSource {
-    Message {
-        ty: MessageType,
-        user: UserId,
-        data: Box<RawValue>,
-    },
+    /// The `type`, `user` and `data` of the wire frame itself.
+    Message,
     Presence {
         joins: Vec<PresenceEntry>,
         leaves: Vec<PresenceEntry>,
@@ -59,11 +59,18 @@ impl Event {
     /// The frames for a seed-endpoint client (a presence diff may be several).
     pub fn seed_frames(&self) -> &[Utf8Bytes] {
         self.seed.get_or_init(|| match &self.seed_source {
-            SeedSource::Message { ty, user, data } => vec![encode(&SeedOut {
-                ty: ty.as_str(),
-                user_id: user.as_str(),
-                data,
-            })],
+            SeedSource::Message => match serde_json::from_str::<WireFields<'_>>(&self.wire) {
+                Ok(f) => vec![encode(&SeedOut {
+                    ty: &f.ty,
+                    user_id: &f.user,
+                    data: f.data,
+                })],
+                Err(e) => {
+                    // Unreachable: the frame was encoded by `encode_message`.
+                    tracing::error!(error = %e, "message frame without type, user or data");
+                    Vec::new()
+                }
+            },
             SeedSource::Presence { joins, leaves } => {
                 let frame = |ty: &str, e: &PresenceEntry| {
                     let data = SeedPresenceData {
@@ -85,24 +92,21 @@ impl Event {
         })
     }
 
-    /// Builds a message event; `wire` must be the message frame (see [`encode_message`]).
+    /// Builds a message event; `wire` must be the team's message frame (see
+    /// [`encode_message`]): nothing else is copied or decoded.
     pub fn message(
-        msg: &MessageParts<'_>,
+        team: &TeamId,
         offset: u64,
         echo: bool,
         origin: Option<ConnKey>,
         wire: Utf8Bytes,
     ) -> Event {
         Event {
-            team: msg.team.clone(),
+            team: team.clone(),
             kind: EventKind::Message { offset, echo },
             origin,
             wire,
-            seed_source: SeedSource::Message {
-                ty: msg.ty.clone(),
-                user: msg.user.clone(),
-                data: msg.data.to_owned(),
-            },
+            seed_source: SeedSource::Message,
             seed: OnceLock::new(),
         }
     }
@@ -150,6 +154,17 @@ struct MessageOut<'a> {
     user: &'a str,
     data: &'a RawValue,
     ts: &'a str,
+}
+
+/// The fields of a message frame the seed framing needs, borrowed from it.
+#[derive(serde::Deserialize)]
+struct WireFields<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    user: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -252,7 +267,7 @@ mod tests {
                 ts: "2023-11-14T22:13:20.123Z".into(),
             })
         );
-        let ev = Event::message(&parts(&team, &ty, &user, &data), 7, false, None, wire);
+        let ev = Event::message(&team, 7, false, None, wire);
         let seed: SeedFrame = serde_json::from_str(ev.seed_frames()[0].as_str()).unwrap();
         assert_eq!(
             seed,

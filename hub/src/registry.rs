@@ -204,19 +204,11 @@ mod tests {
     }
 
     fn message(team: &TeamId, origin: Option<u64>, echo: bool) -> Arc<Event> {
-        let (ty, user) = (MessageType::new("x").unwrap(), UserId::new("u").unwrap());
-        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
-        let parts = MessageParts {
-            team,
-            ty: &ty,
-            user: &user,
-            data: &data,
-        };
         let origin = origin.map(|conn| ConnKey {
             node: "n1".into(),
             conn,
         });
-        Arc::new(Event::message(&parts, 1, echo, origin, "{}".into()))
+        Arc::new(Event::message(team, 1, echo, origin, "{}".into()))
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl MemoryBroker {
         let ts = OffsetDateTime::now_utc();
         let wire = encode_message(&p.parts, offset, ts);
         let event = Arc::new(Event::message(
-            &p.parts,
+            p.parts.team,
             offset,
             p.echo,
             p.origin,

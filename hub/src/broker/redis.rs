@@ -88,11 +88,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use redis::Script;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use teamhub_presence::ConnKey;
-use teamhub_protocol::{MessageType, TeamId, UserId};
+use teamhub_protocol::TeamId;
 use teamhub_redis::{ChannelKind, Delivery, Inbox, Redis, Subscriptions};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -103,7 +102,7 @@ use super::{
     Broker, BrokerError, BrokerEvent, History, HistoryRead, Pending, Position, Publication,
     Published, Resync, ResyncReason,
 };
-use crate::event::{Event, MessageParts, encode_message};
+use crate::event::{Event, encode_message};
 
 /// How often a gap fill that failed (Redis unreachable) is tried again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
@@ -452,31 +451,21 @@ fn parse_entry(entry: &str) -> Option<Payload<'_>> {
     parse_payload(entry.split_once(':')?.1)
 }
 
-/// The fields of a frame the seed framing needs.
-#[derive(Deserialize)]
-struct FrameFields {
-    #[serde(rename = "type")]
-    ty: MessageType,
-    user: UserId,
-    data: Box<RawValue>,
+/// The frame of a payload `p` parsed out of `buf`, as shared bytes: a slice of `buf`,
+/// not a copy. `None` when `p.frame` does not lie inside `buf` or is not a message frame.
+fn frame_bytes(buf: &Bytes, p: &Payload<'_>) -> Option<Utf8Bytes> {
+    let start = (p.frame.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let frame = buf.get(start..start + p.frame.len())?;
+    if !frame.starts_with(br#"{"op":"message""#) {
+        return None;
+    }
+    Utf8Bytes::try_from(buf.slice_ref(frame)).ok()
 }
 
-/// Rebuilds the node's event from a payload, reusing its frame bytes as they are.
-fn event_from(team: &TeamId, p: Payload<'_>) -> Option<Event> {
-    let fields: FrameFields = serde_json::from_str(p.frame).ok()?;
-    let parts = MessageParts {
-        team,
-        ty: &fields.ty,
-        user: &fields.user,
-        data: &fields.data,
-    };
-    Some(Event::message(
-        &parts,
-        p.offset,
-        p.echo,
-        p.origin,
-        Utf8Bytes::from(p.frame.to_owned()),
-    ))
+/// The node's event for a payload and its frame bytes: the frame is not decoded (the
+/// seed framing reads it back only if a seed client needs it).
+fn event_from(team: &TeamId, p: Payload<'_>, wire: Utf8Bytes) -> Event {
+    Event::message(team, p.offset, p.echo, p.origin, wire)
 }
 
 enum Command {
@@ -591,7 +580,7 @@ impl Subscriber {
     }
 
     /// Handles one live message. An error means Redis failed while filling a gap.
-    async fn on_message(&mut self, channel: &str, payload: &[u8]) -> Result<(), BrokerError> {
+    async fn on_message(&mut self, channel: &str, payload: &Bytes) -> Result<(), BrokerError> {
         let Some(state) = self.teams.get(channel) else {
             return Ok(()); // no longer hosted
         };
@@ -600,6 +589,7 @@ impl Subscriber {
         }
         let (team, last) = (state.team.clone(), state.last);
         let parsed = std::str::from_utf8(payload).ok().and_then(parse_payload);
+        let wire = parsed.as_ref().and_then(|p| frame_bytes(payload, p));
         let Some(p) = parsed else {
             tracing::warn!(%team, "undecodable broker payload");
             self.resync(channel, ResyncReason::Inconsistent);
@@ -608,8 +598,9 @@ impl Subscriber {
         if p.epoch != state.epoch {
             self.resync(channel, ResyncReason::EpochChanged);
         } else if p.offset == last + 1 {
-            if !self.deliver(channel, &team, p) {
-                self.resync(channel, ResyncReason::Inconsistent);
+            match wire {
+                Some(wire) => self.deliver(channel, &team, p, wire),
+                None => self.resync(channel, ResyncReason::Inconsistent),
             }
         } else if p.offset > last + 1 {
             self.catch_up(channel).await?;
@@ -637,32 +628,35 @@ impl Subscriber {
             self.resync(channel, ResyncReason::HistoryLost);
             return Ok(());
         }
-        for (expected, entry) in (last + 1..).zip(&raw.entries) {
-            let delivered = match parse_entry(entry) {
-                Some(p) if p.offset == expected => self.deliver(channel, &team, p),
-                _ => false,
-            };
-            if !delivered {
-                self.resync(channel, ResyncReason::Inconsistent);
-                return Ok(());
+        for (expected, entry) in (last + 1..).zip(raw.entries) {
+            let entry = Bytes::from(entry.into_bytes());
+            let parsed = std::str::from_utf8(&entry).ok().and_then(parse_entry);
+            match parsed {
+                Some(p) if p.offset == expected => match frame_bytes(&entry, &p) {
+                    Some(wire) => self.deliver(channel, &team, p, wire),
+                    None => {
+                        self.resync(channel, ResyncReason::Inconsistent);
+                        return Ok(());
+                    }
+                },
+                _ => {
+                    self.resync(channel, ResyncReason::Inconsistent);
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// Hands one message to the node and advances the team's last offset. False when the
-    /// frame cannot be decoded.
-    fn deliver(&mut self, channel: &str, team: &TeamId, p: Payload<'_>) -> bool {
+    /// Hands one message to the node and advances the team's last offset.
+    fn deliver(&mut self, channel: &str, team: &TeamId, p: Payload<'_>, wire: Utf8Bytes) {
         let offset = p.offset;
-        let Some(event) = event_from(team, p) else {
-            return false;
-        };
+        let event = event_from(team, p, wire);
         // A closed channel means the node is shutting down; nothing to deliver to.
         let _ = self.events.send(BrokerEvent::Message(Arc::new(event)));
         if let Some(state) = self.teams.get_mut(channel) {
             state.last = offset;
         }
-        true
     }
 
     fn resync(&mut self, channel: &str, reason: ResyncReason) {
@@ -680,6 +674,9 @@ impl Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MessageParts;
+    use serde_json::value::RawValue;
+    use teamhub_protocol::{MessageType, UserId};
     use time::macros::datetime;
 
     #[test]
@@ -727,7 +724,15 @@ mod tests {
         let s = format!("1700000000000:4 e {}{frame}", origin_meta(None, false));
         let p = parse_entry(&s).unwrap();
         assert!(p.origin.is_none() && !p.echo && p.offset == 4 && p.frame == frame);
-        let ev = event_from(&TeamId::new("t").unwrap(), p).unwrap();
+        let buf = Bytes::from(s.clone());
+        let p = parse_entry(std::str::from_utf8(&buf).unwrap()).unwrap();
+        let wire = frame_bytes(&buf, &p).unwrap();
+        assert_eq!(
+            wire.as_ptr(),
+            buf[buf.len() - frame.len()..].as_ptr(),
+            "a slice, not a copy"
+        );
+        let ev = event_from(&TeamId::new("t").unwrap(), p, wire);
         assert_eq!(ev.wire().as_str(), frame);
         assert_eq!(
             ev.seed_frames()[0].as_str(),

@@ -314,3 +314,118 @@ async fn back_to_back_publishes_through_redis_are_answered_in_order() {
         assert_eq!(m.data, json!(expected), "offset {}", m.offset);
     }
 }
+
+/// A seed-endpoint client on one node gets messages published on another: the frame
+/// travels through Redis undecoded and is read back for the seed framing only there.
+#[tokio::test]
+async fn seed_clients_on_another_node_get_three_field_frames() {
+    let nodes = cluster(2, &[]).await;
+    let token = nodes[1].token("sam", &[("t", "viewer")]);
+    let url = format!("ws://{}/ws/t?token={token}", nodes[1].addr);
+    let mut seed = TestClient::connect(ConnectOptions::new(url)).await;
+    let mut ann = nodes[0].connect("ann", &[("t", "editor")]).await;
+    ann.join("t").await;
+    let data = json!({"text": "quote \" and \\ and é \u{1F600}", "n": [1, 2.5, null]});
+    ann.publish("t", "chat", data.clone(), false).await;
+    loop {
+        match seed.next().await {
+            teamhub_client::Incoming::Seed(f) if f.ty.as_str() == "chat" => {
+                assert_eq!((f.user_id.as_str(), f.data), ("ann", data));
+                break;
+            }
+            teamhub_client::Incoming::Seed(_) => {} // presence
+            other => panic!("expected a seed frame, got {other:?}"),
+        }
+    }
+}
+
+/// Two nodes on a real Redis Cluster (`--redis-mode cluster`): clients on both see
+/// one gapless order per team, for teams on every shard, and each other's presence.
+#[tokio::test]
+async fn nodes_on_a_redis_cluster_act_as_one_hub() {
+    let shards = tokio::task::spawn_blocking(teamhub_redis::testing::LocalCluster::shared)
+        .await
+        .unwrap();
+    let seeds = shards.seeds();
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let mut nodes = Vec::new();
+    for id in ["c0", "c1"] {
+        let args = [
+            "--redis-mode",
+            "cluster",
+            "--redis-url",
+            &seeds,
+            "--redis-key-prefix",
+            &prefix,
+            "--node-id",
+            id,
+            "--rate-limit",
+            "0",
+        ];
+        nodes.push(TestHub::start_with(&args).await);
+    }
+    let teams: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    let roles: Vec<(&str, &str)> = teams.iter().map(|t| (t.as_str(), "editor")).collect();
+    let mut a = nodes[0].connect("ann", &roles).await;
+    let mut b = nodes[1].connect("bob", &roles).await;
+    for t in &teams {
+        a.join(t).await;
+        b.join(t).await;
+        // ann sees bob arrive.
+        let diff = a.expect_diff().await;
+        assert_eq!(diff.joins[0].user.as_str(), "bob");
+    }
+    for round in 1..=3u64 {
+        for t in &teams {
+            assert_eq!(a.publish(t, "chat", json!(round), false).await, round);
+        }
+    }
+    let mut next: HashMap<String, u64> = HashMap::new();
+    for _ in 0..3 * teams.len() {
+        let m = b.expect_message().await;
+        let expected = next.entry(m.team.to_string()).or_insert(1);
+        assert_eq!(m.offset, *expected, "team {}", m.team);
+        *expected += 1;
+    }
+}
+
+/// Redis configuration that cannot work stops the node at start with a message that
+/// says why, within the timeouts: never a hang.
+#[tokio::test]
+async fn bad_redis_settings_fail_the_start_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let single = redis_url();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--redis-mode", "cluster", "--redis-url", &single],
+            "not a cluster node",
+        ),
+        (&["--redis-url", "http://127.0.0.1:6379"], "redis://"),
+        (&["--redis-url", "redis://127.0.0.1:1"], "cannot connect"),
+        (
+            &[
+                "--redis-url",
+                &single,
+                "--redis-ca-cert",
+                "/nonexistent.pem",
+            ],
+            "not rediss://",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let args = serve_args(extra, &db);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let started = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            teamhub::start_on(&args, listener),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{extra:?}: the start hung"));
+        let Err(e) = started else {
+            panic!("{extra:?}: started")
+        };
+        let text = format!("{e:#}");
+        assert!(text.contains(expected), "{extra:?}: {text}");
+    }
+}
