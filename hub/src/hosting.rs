@@ -12,7 +12,7 @@
 //! with the number of teams and nothing needs cleaning up. Two teams sharing a stripe
 //! only wait for each other's subscribe, never deadlock (one lock per operation).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use teamhub_protocol::TeamId;
 use tokio::sync::Mutex;
@@ -40,9 +40,7 @@ impl Default for Hosting {
 
 impl Hosting {
     fn stripe(&self, team: &TeamId) -> &Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        team.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % STRIPES]
+        &self.stripes[(self.hasher.hash_one(team) as usize) % STRIPES]
     }
 
     /// Adds a connection to the team and makes sure the node's subscription is live

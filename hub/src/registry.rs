@@ -191,9 +191,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MessageParts;
     use teamhub_presence::ConnKey;
-    use teamhub_protocol::MessageType;
 
     fn sub(user: &str) -> Subscriber {
         Subscriber {
