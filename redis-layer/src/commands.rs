@@ -3,7 +3,12 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use std::future::Future;
+use std::time::Duration;
+
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// Sends commands to Redis. Clone it per use: every clone shares the connection(s),
@@ -29,21 +34,36 @@ impl Commands {
         Commands(Conn::Cluster(c))
     }
 
-    /// `PING` to the server, or to every primary of a cluster; the error names each
-    /// primary that does not answer (or that the cluster marks failed).
-    pub(crate) async fn ping_all(&mut self) -> Result<(), String> {
+    /// `PING` to the server, or to every primary of a cluster at once, each bounded by
+    /// `limit`; the error names each primary that does not answer (or that the cluster
+    /// marks failed).
+    pub(crate) async fn ping_all(&mut self, limit: Duration) -> Result<(), String> {
         match &mut self.0 {
-            Conn::Single(c) => redis::cmd("PING")
-                .query_async::<()>(c)
+            Conn::Single(c) => {
+                bounded(
+                    "PING".into(),
+                    limit,
+                    redis::cmd("PING").query_async::<()>(c),
+                )
                 .await
-                .map_err(|e| e.to_string()),
+            }
             Conn::Cluster(c) => {
-                let nodes: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(c)
-                    .await
+                // Any node that answers knows the topology.
+                let any = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllNodes,
+                    Some(ResponsePolicy::OneSucceeded),
+                ));
+                let nodes = tokio::time::timeout(
+                    limit,
+                    c.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), any),
+                )
+                .await
+                .map_err(|_| format!("no node answered CLUSTER NODES within {limit:?}"))?
+                .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+                let nodes: String = redis::FromRedisValue::from_redis_value(nodes)
                     .map_err(|e| format!("CLUSTER NODES: {e}"))?;
                 let mut down = Vec::new();
+                let mut pings = Vec::new();
                 for (addr, flags) in primaries(&nodes) {
                     if flags.split(',').any(|f| f == "fail" || f == "fail?") {
                         down.push(format!("primary {addr} is marked {flags}"));
@@ -57,8 +77,13 @@ impl Commands {
                         host: host.to_owned(),
                         port,
                     });
-                    if let Err(e) = c.route_command(redis::cmd("PING"), route).await {
-                        down.push(format!("primary {addr}: {e}"));
+                    let mut c = c.clone();
+                    let ping = async move { c.route_command(redis::cmd("PING"), route).await };
+                    pings.push(bounded(format!("primary {addr}"), limit, ping));
+                }
+                for result in futures_util::future::join_all(pings).await {
+                    if let Err(e) = result {
+                        down.push(e);
                     }
                 }
                 if down.is_empty() {
@@ -68,6 +93,19 @@ impl Commands {
                 }
             }
         }
+    }
+}
+
+/// `op` within `limit`, its failure described as `what: ...`.
+async fn bounded<T>(
+    what: String,
+    limit: Duration,
+    op: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {limit:?}")),
     }
 }
 

@@ -142,15 +142,16 @@ impl Redis {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RedisError::Unavailable(format!("{what}: {e}"))),
             Err(_) => Err(RedisError::Unavailable(format!(
-                "{what}: no answer within {limit:?}"
+                "{what}: no answer within {:?}",
+                limit * 2
             ))),
         };
         within(
-            tokio::time::timeout(limit, commands.ping_all()).await,
+            tokio::time::timeout(limit * 2, commands.ping_all(limit)).await,
             "commands",
         )?;
         within(
-            tokio::time::timeout(limit, self.inner.pubsub.ping()).await,
+            tokio::time::timeout(limit * 2, self.inner.pubsub.ping(limit)).await,
             "pub/sub",
         )
     }

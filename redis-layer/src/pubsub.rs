@@ -188,13 +188,13 @@ impl SubConn {
         }
     }
 
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self, limit: Duration) -> Result<(), String> {
         match self {
             SubConn::Single(c) => redis::cmd("PING")
                 .query_async::<()>(&mut c.clone())
                 .await
                 .map_err(|e| e.to_string()),
-            SubConn::Cluster(c) => crate::Commands::cluster(c.clone()).ping_all().await,
+            SubConn::Cluster(c) => crate::Commands::cluster(c.clone()).ping_all(limit).await,
         }
     }
 }
@@ -238,8 +238,8 @@ impl PubSub {
         (Subscriptions { redis, owner, to }, Inbox { rx })
     }
 
-    pub(crate) async fn ping(&self) -> Result<(), String> {
-        self.conn.ping().await
+    pub(crate) async fn ping(&self, limit: Duration) -> Result<(), String> {
+        self.conn.ping(limit).await
     }
 
     fn forget(&self, channel: &str, owner: u64) {
@@ -257,7 +257,7 @@ async fn health(conn: Weak<SubConn>, op_timeout: Duration) {
     loop {
         tick.tick().await;
         let Some(conn) = conn.upgrade() else { return };
-        match tokio::time::timeout(op_timeout, conn.ping()).await {
+        match tokio::time::timeout(op_timeout * 2, conn.ping(op_timeout)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "redis pub/sub connection failed its ping"),
             Err(_) => tracing::warn!("redis pub/sub connection did not answer its ping"),

@@ -321,3 +321,82 @@ async fn a_slot_move_under_a_busy_team_loses_nothing_history_holds() {
     })
     .await;
 }
+
+/// A primary that stops answering (`CLIENT PAUSE`, as an overloaded or partitioned
+/// server looks) makes its teams' publishes `unavailable` while teams on the other
+/// shards keep publishing, and readiness names the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_stops_answering_fails_only_its_teams() {
+    let cluster = tokio::task::spawn_blocking(LocalCluster::start)
+        .await
+        .unwrap();
+    let prefix = unique_prefix();
+    let redis = layer(&cluster).await;
+    let (b, _events) = broker(&redis, &prefix).await;
+    let owner = |t: &str| cluster.owner_of(&format!("{prefix}:{{{t}}}:meta"));
+    let stuck = team("stuck");
+    let stuck_owner = owner("stuck");
+    let fine = (0..100)
+        .map(|i| format!("fine-{i}"))
+        .find(|t| owner(t) != stuck_owner)
+        .map(|t| team(&t))
+        .expect("a team on another shard");
+    publish(&b, &stuck, 1, None, false).await.unwrap();
+    publish(&b, &fine, 1, None, false).await.unwrap();
+
+    let mut admin = redis::Client::open(stuck_owner.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    let (stuck_result, fine_result) = tokio::join!(
+        publish(&b, &stuck, 2, None, false),
+        publish(&b, &fine, 2, None, false)
+    );
+    assert!(
+        matches!(
+            stuck_result,
+            Err(teamhub::broker::BrokerError::Unavailable(_))
+        ),
+        "the paused shard's team: {stuck_result:?}"
+    );
+    assert_eq!(fine_result.unwrap().offset, 2, "a team on another shard");
+    let err = b
+        .ping()
+        .await
+        .expect_err("readiness fails while a primary is silent");
+    let port = stuck_owner.rsplit(':').next().unwrap();
+    assert!(err.to_string().contains(port), "names the primary: {err}");
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(
+            &mut redis::Client::open(stuck_owner.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Once it answers again its team publishes on (the timed-out call may have run).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match publish(&b, &stuck, 3, None, false).await {
+            Ok(p) => {
+                assert!(p.offset >= 2);
+                break;
+            }
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "still failing: {e}"),
+        }
+    }
+    b.ping().await.unwrap();
+}
