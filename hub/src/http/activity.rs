@@ -274,7 +274,7 @@ fn csv_chunk(rows: &[ActivityRow], header: bool) -> Result<Vec<u8>, std::io::Err
         let metadata = row.metadata.to_string();
         let id = row.id.to_string();
         let created_at = row.created_at_text();
-        out.write_record([
+        let cells = [
             id.as_str(),
             row.team.as_str(),
             row.user.as_str(),
@@ -285,9 +285,21 @@ fn csv_chunk(rows: &[ActivityRow], header: bool) -> Result<Vec<u8>, std::io::Err
             row.ip.as_deref().unwrap_or(""),
             row.user_agent.as_deref().unwrap_or(""),
             &created_at,
-        ])?;
+        ];
+        out.write_record(cells.map(neutralise_formula).iter().map(|c| c.as_bytes()))?;
     }
     out.into_inner().map_err(|e| e.into_error())
+}
+
+/// A CSV cell a spreadsheet will not run as a formula (OWASP "CSV injection"): text
+/// starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`.
+/// Every cell goes through here, not only those known to carry user text: ids and
+/// timestamps never start with these characters, so they come out unchanged.
+fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 fn ndjson_chunk(rows: &[ActivityRow]) -> Result<Vec<u8>, std::io::Error> {
@@ -327,6 +339,27 @@ mod tests {
         assert_eq!(q.since, Some(time::macros::datetime!(2024-12-31 23:00 UTC)));
         assert_eq!(q.limit, 1000);
         assert_eq!(parse("format=csv").unwrap().1, Format::Csv);
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_other_cells_kept() {
+        for (cell, out) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("plain", "plain"),
+            ("a=b", "a=b"),
+            ("", ""),
+            ("'quoted", "'quoted"),
+        ] {
+            assert_eq!(neutralise_formula(cell), out, "{cell:?}");
+        }
     }
 
     #[test]

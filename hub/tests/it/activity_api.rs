@@ -515,6 +515,53 @@ async fn retention_deletes_expired_rows_per_plan(db: Db) {
     }
 }
 
+/// Attacker-chosen text (a message's resource id, the User-Agent) cannot become a
+/// spreadsheet formula in a CSV export; JSON and NDJSON carry it unchanged.
+async fn csv_exports_neutralise_formulas(db: Db) {
+    let hub = TestHub::start_on(db, &[]).await;
+    let formula = "=HYPERLINK(\"http://evil.example\",\"open\")";
+    let events = [
+        event("t", "ann", "doc.edit", 1)
+            .with_resource("doc", formula)
+            .with_client(None, Some("@SUM(1+1)".into())),
+        event("t", "ann", "doc.edit", 2).with_resource("doc", "-2+3"),
+        event("t", "ann", "doc.edit", 3).with_resource("doc", "safe=text"),
+    ];
+    seed(&hub, &events).await;
+    let token = admin(&hub, "t");
+    let path = "/api/v1/teams/t/activity";
+    let (status, _, body) = get(&hub, &format!("{path}?format=csv"), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let mut cells: Vec<(String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[5].to_owned(), r[8].to_owned())
+        })
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            ("'-2+3".to_owned(), String::new()),
+            (format!("'{formula}"), "'@SUM(1+1)".to_owned()),
+            ("safe=text".to_owned(), String::new()),
+        ]
+    );
+    let (_, _, body) = get(&hub, &format!("{path}?format=ndjson"), Some(&token)).await;
+    let ids: HashSet<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["resource_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(ids.contains(formula) && ids.contains("-2+3"), "{ids:?}");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -531,6 +578,7 @@ on_both!(
     rows_and_filters,
     pages_while_rows_arrive,
     exports_stream_every_row,
+    csv_exports_neutralise_formulas,
     published_messages_are_listed,
     retention_deletes_expired_rows_per_plan,
 );
