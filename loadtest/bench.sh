@@ -13,6 +13,11 @@
 #   each command) is written beside each result as <name>-<tag>.commandstats.
 #   shards: 2 nodes on the 3-primary cluster, 300 teams; each primary's CPU time during
 #   the fanout goes to loadtest/results/shards-<tag>.txt (balance across shards).
+# Environment: RAMP_PROCESSES=K (default 1, one generator process as before) runs every
+#   ramp (the `ramp`/`all` modes and each `cluster` layout's ramp) with --processes K:
+#   each step's sockets are split over K child processes (whole teams each), so the
+#   generator is not limited to one core. The file names stay the same; give such a run
+#   its own RUN_TAG, e.g. RAMP_PROCESSES=2 loadtest/bench.sh cluster p2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -21,6 +26,10 @@ BIN=target/release
 OUT=loadtest/results
 mkdir -p "$OUT"
 SECRET=${SECRET:-loadtest-secret-0123456789abcdef}
+RAMP_PROCESSES=${RAMP_PROCESSES:-1}
+if ! [[ $RAMP_PROCESSES =~ ^[1-9][0-9]*$ ]]; then
+  echo "RAMP_PROCESSES must be a positive integer (got '$RAMP_PROCESSES')" >&2; exit 2
+fi
 HUB_PORT=18080 RELAY_PORT=18090 SIO_PORT=13000
 LT="$BIN/teamhub-loadtest --quiet --jwt-secret $SECRET"
 WORK=$(mktemp -d)
@@ -153,7 +162,7 @@ if [[ $WHAT == cluster ]]; then
       --json "$OUT/fanout-$name-$TAG.json" || echo "fanout $name exited $?"
     stats_save "$backend" "$OUT/fanout-$name-$TAG.commandstats"
     stats_reset "$backend"
-    $LT ramp "${KIND_ARGS[@]}" "${URLS[@]}" "${PIDS[@]}" \
+    $LT ramp "${KIND_ARGS[@]}" "${URLS[@]}" "${PIDS[@]}" --processes "$RAMP_PROCESSES" \
       --sockets 1000 --teams 10 --publishers 1 --start-rate 100 --step-duration 5s \
       --json "$OUT/ramp-$name-$TAG.json" || echo "ramp $name exited $?"
     stats_save "$backend" "$OUT/ramp-$name-$TAG.commandstats"
@@ -192,7 +201,7 @@ for KIND in teamhub relay socketio; do
   fi
   if [[ $WHAT == all || $WHAT == ramp ]]; then
     start $KIND
-    $LT ramp --server-kind $KIND --url "$URL" --server-pid "$SERVER_PID" \
+    $LT ramp --server-kind $KIND --url "$URL" --server-pid "$SERVER_PID" --processes "$RAMP_PROCESSES" \
       --sockets 1000 --teams 10 --publishers 1 --start-rate 100 --step-duration 5s \
       --json "$OUT/ramp-$KIND-$TAG.json" || echo "ramp $KIND exited $?"
     stop

@@ -83,7 +83,8 @@ pub struct Common {
     /// Write the JSON report here (and the latency chart beside it, as .svg).
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
-    /// Split the sockets over this many child processes (idle and fanout only).
+    /// Split the sockets over this many child processes (idle, fanout and ramp; ramp
+    /// runs every step over fresh children).
     #[arg(long, global = true, default_value_t = 1)]
     pub processes: usize,
     /// Generator threads per process; 1 (the default) is a current-thread runtime.
@@ -201,6 +202,10 @@ pub struct RampArgs {
     pub payload_bytes: usize,
     #[arg(long, default_value = "bench.tick")]
     pub msg_type: String,
+    /// Internal: a child of a `ramp --processes` run measures only step INDEX (0 is
+    /// the first, at --start-rate).
+    #[arg(long, hide = true)]
+    pub ramp_step: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,12 +27,10 @@ pub mod scenario;
 pub mod transport;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
 use crate::cli::{Cli, Scenario};
-use crate::progress::Counts;
 use crate::report::Report;
 use crate::scenario::RunCtx;
 
@@ -41,10 +39,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let ctx = RunCtx::new(cli.common.clone());
     let c = &ctx.common;
     if c.processes > 1 && c.child.is_none() {
-        if !matches!(cli.scenario, Scenario::Idle(_) | Scenario::Fanout(_)) {
-            anyhow::bail!("--processes works with idle and fanout only");
+        match &cli.scenario {
+            Scenario::Idle(_) | Scenario::Fanout(_) => {
+                return run_parent(&ctx, &cli.scenario).await;
+            }
+            // The ramp starts children for each step itself (below, under its deadline).
+            Scenario::Ramp(_) => {}
+            _ => anyhow::bail!("--processes works with idle, fanout and ramp only"),
         }
-        return run_parent(&ctx, &cli.scenario).await;
     }
     let (sockets, active) = active_time(&cli.scenario);
     let budget = scenario::budget(sockets, c.connect_timeout, active);
@@ -106,19 +108,12 @@ async fn run_parent(ctx: &RunCtx, scenario: &Scenario) -> anyhow::Result<Report>
             c.processes
         );
     }
-    let live = Arc::new(Mutex::new(Counts::default()));
-    let shown = live.clone();
-    let _progress = progress::start(
-        c.server_kind.name().into(),
-        sockets as u64,
-        ctx.display,
-        Arc::new(move || *shown.lock().unwrap()),
-    );
+    let (live, _progress) = ctx.merged_progress(sockets);
     let (_, active) = active_time(scenario);
     let budget = scenario::budget(sockets, c.connect_timeout, active);
     tokio::time::timeout(
         budget,
-        multiproc::run_parent(c.processes, &ctx.run_id, &c.server_pids, live, base),
+        multiproc::run_parent(c.processes, &ctx.run_id, &[], &c.server_pids, live, base),
     )
     .await
     .with_context(|| format!("the run did not finish within its {budget:?} budget"))?

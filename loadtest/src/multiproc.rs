@@ -7,6 +7,10 @@
 //! parent -> child on stdin: `go` once every child is ready, `finish` once every child
 //! has ended. The two barriers make the server samples (RSS once all sockets of all
 //! children are in, CPU until all have finished measuring) mean what they say.
+//!
+//! `idle` and `fanout` call [`run_parent`] once. `ramp` calls it once per step, each
+//! time with `--ramp-step INDEX` appended, so every step is a fresh multi-process
+//! fanout (fresh children, sockets and teams) whose merged report becomes the step.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -144,8 +148,9 @@ enum Line {
     Gone,
 }
 
-/// The command line for child `index`: ours, without `--processes` and `--json`.
-fn child_args(index: usize, count: usize, run_id: &str) -> Vec<OsString> {
+/// The command line for child `index`: ours, without `--processes`, `--json` and
+/// `--run-id`, then `--child INDEX/COUNT --run-id RUN_ID` and `extra`.
+fn child_args(index: usize, count: usize, run_id: &str, extra: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
@@ -168,14 +173,18 @@ fn child_args(index: usize, count: usize, run_id: &str) -> Vec<OsString> {
         ]
         .map(OsString::from),
     );
+    out.extend(extra.iter().cloned());
     out
 }
 
 /// Starts `count` children, runs the barriers, and merges their reports into `base`.
-/// `live` is kept up to date with the sum of the children's counters.
+/// `live` is kept up to date with the sum of the children's counters. `extra` goes at
+/// the end of every child's command line (after the subcommand's own options, so it
+/// may name one of them).
 pub async fn run_parent(
     count: usize,
     run_id: &str,
+    extra: &[OsString],
     pids: &[u32],
     live: Arc<Mutex<Counts>>,
     base: Report,
@@ -187,7 +196,7 @@ pub async fn run_parent(
     let mut children = Vec::new();
     for index in 0..count {
         let mut child = Command::new(&exe)
-            .args(child_args(index, count, run_id))
+            .args(child_args(index, count, run_id, extra))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

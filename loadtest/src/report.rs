@@ -86,6 +86,27 @@ impl Report {
         self.update_rate();
     }
 
+    /// Takes the measured part (sockets, publishes, deliveries, histograms, closes,
+    /// server costs) of another report of the same shape: a ramp's totals are those of
+    /// one of its steps.
+    pub fn take_measured(&mut self, step: &Report) {
+        self.sockets_planned = step.sockets_planned;
+        self.sockets_connected = step.sockets_connected;
+        self.sockets_failed = step.sockets_failed;
+        self.setup_errors = step.setup_errors.clone();
+        self.publish_secs = step.publish_secs;
+        self.measured_secs = step.measured_secs;
+        self.sent = step.sent;
+        self.acked = step.acked;
+        self.publish_errors = step.publish_errors;
+        self.deliveries = step.deliveries;
+        self.deliveries_per_s = step.deliveries_per_s;
+        self.latency_us = step.latency_us.clone();
+        self.connect_us = step.connect_us.clone();
+        self.closes = step.closes.clone();
+        self.servers = step.servers.clone();
+    }
+
     fn update_rate(&mut self) {
         self.deliveries_per_s = if self.publish_secs > 0.0 {
             self.deliveries.received as f64 / self.publish_secs

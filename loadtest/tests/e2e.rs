@@ -1,5 +1,6 @@
-//! End to end: a real hub node on port 0, in this process, and a tiny bounded fanout
-//! through the generator's own entry point. It must account for every delivery.
+//! End to end: a real hub node on port 0, in this process, and tiny bounded runs of
+//! the generator, through its own entry point (or as the built binary when the run
+//! starts child processes). They must account for every delivery.
 
 use std::ffi::OsString;
 
@@ -119,6 +120,86 @@ async fn a_cut_is_recovered_exactly_once() {
     }
     assert!(report.deliveries.expected > 0);
     assert!(report.deliveries.is_exact(), "{:?}", report.deliveries);
+    hub.drain();
+    hub.wait().await.expect("hub drains");
+}
+
+/// `ramp --processes 2` through the real binary (children are re-executions of it, so
+/// it cannot run inside this test process): every step is split over two children and
+/// merged back, and the merged steps must account for every delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_over_two_processes_merges_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    let url = format!("ws://{}/ws", hub.addr);
+    let pid = std::process::id().to_string();
+    let json = dir.path().join("ramp.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamhub-loadtest"))
+        .args([
+            "--quiet",
+            "--jwt-secret",
+            SECRET,
+            "ramp",
+            "--url",
+            &url,
+            "--processes",
+            "2",
+            "--sockets",
+            "20",
+            "--teams",
+            "2",
+            "--start-rate",
+            "20",
+            "--max-rate",
+            "40",
+            "--step-duration",
+            "1s",
+            "--drain",
+            "5s",
+            // Debug builds on a busy machine: this test is about the merge, not speed.
+            "--p99-bound",
+            "5s",
+            "--server-pid",
+            &pid,
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .await
+        .expect("the generator runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: teamhub_loadtest::report::Report =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report.processes, 2);
+    assert_eq!(report.steps.len(), 2, "{:?}", report.steps);
+    for (step, rate) in report.steps.iter().zip([20u64, 40]) {
+        // rate msg/s for 1 s, each to the 9 other sockets of its team (teams of 10,
+        // one in each child).
+        assert_eq!(step.rate_msgs_per_s, rate as f64);
+        assert_eq!(step.sockets_connected, 20, "{step:?}");
+        assert_eq!(step.deliveries.expected, rate * 9, "{step:?}");
+        assert_eq!(
+            step.deliveries.received, step.deliveries.expected,
+            "{step:?}"
+        );
+        assert!(step.deliveries.is_exact(), "{step:?}");
+        assert_eq!(step.latency_us.count, step.deliveries.received, "{step:?}");
+        assert!(step.held, "{step:?}");
+    }
+    let top = report.highest_held.as_ref().expect("a step held");
+    assert_eq!(top.rate_msgs_per_s, 40.0);
+    // The totals are the highest step's, merged from both children.
+    assert_eq!(report.sockets_connected, 20);
+    assert_eq!(report.sent, 40);
+    assert_eq!(report.deliveries, top.deliveries);
+    assert_eq!(report.latency_us.summary, top.latency_us);
+    assert_eq!(report.servers.len(), 1);
+    assert!(report.servers[0].end.rss_kib > 0);
     hub.drain();
     hub.wait().await.expect("hub drains");
 }

@@ -7,7 +7,7 @@ pub mod idle;
 pub mod ramp;
 pub mod recovery;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -129,6 +129,20 @@ impl RunCtx {
             processes: self.common.child.map_or(1, |s| s.count),
             ..Report::default()
         }
+    }
+
+    /// The one display of a `--processes` parent: the counters it shows are the sum
+    /// of its children's, which `multiproc::run_parent` keeps in the returned cell.
+    pub fn merged_progress(&self, planned: usize) -> (Arc<Mutex<Counts>>, progress::Progress) {
+        let live = Arc::new(Mutex::new(Counts::default()));
+        let shown = live.clone();
+        let display = progress::start(
+            self.common.server_kind.name().into(),
+            planned as u64,
+            self.display,
+            Arc::new(move || *shown.lock().unwrap()),
+        );
+        (live, display)
     }
 
     pub fn progress(&self, planned: usize, live: &Arc<Live>) -> progress::Progress {
