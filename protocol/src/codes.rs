@@ -95,6 +95,11 @@ pub enum CloseCode {
     Normal = 1000,
     /// The peer was silent for longer than the idle timeout.
     IdleTimeout = 1001,
+    /// A frame broke RFC 6455 (unmasked, reserved bits or opcode, a control frame
+    /// over 125 bytes or fragmented, a bad continuation).
+    ProtocolError = 1002,
+    /// A text frame (or close reason) that is not valid UTF-8.
+    InvalidPayload = 1007,
     /// Seed endpoint: the token has no role in the team.
     NotMember = 1008,
     /// An inbound frame exceeded the configured maximum.
@@ -120,6 +125,8 @@ impl CloseCode {
         Some(match code {
             1000 => CloseCode::Normal,
             1001 => CloseCode::IdleTimeout,
+            1002 => CloseCode::ProtocolError,
+            1007 => CloseCode::InvalidPayload,
             1008 => CloseCode::NotMember,
             1009 => CloseCode::FrameTooLarge,
             1011 => CloseCode::Internal,
@@ -140,9 +147,12 @@ impl CloseCode {
             | CloseCode::Internal
             | CloseCode::Overloaded => Reconnect::WithBackoff,
             CloseCode::TokenExpired => Reconnect::AfterNewToken,
-            CloseCode::NotMember | CloseCode::FrameTooLarge | CloseCode::RateLimited => {
-                Reconnect::Never
-            }
+            // A client that broke the framing would break it again.
+            CloseCode::ProtocolError
+            | CloseCode::InvalidPayload
+            | CloseCode::NotMember
+            | CloseCode::FrameTooLarge
+            | CloseCode::RateLimited => Reconnect::Never,
         }
     }
 }
@@ -153,7 +163,9 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for c in [1000, 1001, 1008, 1009, 1011, 1012, 1013, 4001, 4008] {
+        for c in [
+            1000, 1001, 1002, 1007, 1008, 1009, 1011, 1012, 1013, 4001, 4008,
+        ] {
             assert_eq!(CloseCode::from_u16(c).map(CloseCode::as_u16), Some(c));
         }
         assert_eq!(CloseCode::from_u16(4000), None);

@@ -264,14 +264,17 @@ impl Session {
     ) -> Flow {
         match msg {
             None | Some(Ok(Message::Close(_))) => Flow::Gone,
-            Some(Err(e)) => {
-                if is_capacity_error(&e) {
-                    Flow::Close(CloseCode::FrameTooLarge, "frame too large")
-                } else {
+            Some(Err(e)) => match violation(&e) {
+                // RFC 6455 7.1.7: say why before failing the connection.
+                Some((code, reason)) => {
+                    tracing::debug!(error = %e, code = code.as_u16(), "client broke the framing");
+                    Flow::Close(code, reason)
+                }
+                None => {
                     tracing::debug!(error = %e, "socket error");
                     Flow::Gone
                 }
-            }
+            },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
             Some(Ok(Message::Binary(_))) => {
                 self.frame_in(socket, None, |_| {
@@ -536,16 +539,35 @@ fn expiry_instant(exp: u64, leeway: u64) -> Instant {
     Instant::now() + Duration::from_secs(left.min(10 * 365 * 86400))
 }
 
-fn is_capacity_error(e: &axum::Error) -> bool {
+/// The close code and reason for a read error that is the client's fault: a frame
+/// over the size limit (1009), invalid UTF-8 (1007) or any other break of RFC 6455
+/// (1002). `None` for I/O errors and a peer that simply went away.
+fn violation(e: &axum::Error) -> Option<(CloseCode, &'static str)> {
     use std::error::Error as _;
+    use tungstenite::error::ProtocolError as P;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(err) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if let Some(t) = err.downcast_ref::<tungstenite::Error>() {
+            return match t {
+                tungstenite::Error::Capacity(_) => {
+                    Some((CloseCode::FrameTooLarge, "frame too large"))
+                }
+                tungstenite::Error::Utf8(_) => {
+                    Some((CloseCode::InvalidPayload, "text is not valid UTF-8"))
+                }
+                // The peer went away or closed: nothing to tell it.
+                tungstenite::Error::Protocol(
+                    P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing,
+                ) => None,
+                tungstenite::Error::Protocol(_) => {
+                    Some((CloseCode::ProtocolError, "protocol violation (RFC 6455)"))
+                }
+                _ => None,
+            };
         }
         source = err.source();
     }
-    false
+    None
 }
 
 use tokio_tungstenite::tungstenite;
