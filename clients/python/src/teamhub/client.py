@@ -125,7 +125,8 @@ class Client:
     several nodes of one cluster, tried in turn: after a drain (1012) the client moves
     to the next at once. ``token``: a JWT or API key, or a callable (plain or async)
     returning a fresh token, used for the first connection, ``refresh_margin`` seconds
-    before a JWT's ``exp`` (sent as ``refresh``), after a close 4001 and after a 401.
+    before a JWT's ``exp`` (sent as ``refresh``; ``refresh_margin=None`` turns that
+    off), after a close 4001 and after a 401.
 
     Use it as ``async with Client(...) as client:``, or call :meth:`connect` and
     :meth:`close`. Read what happens from :meth:`events` (make the stream before you
@@ -140,7 +141,7 @@ class Client:
         backoff: Backoff | None = None,
         request_timeout: float = 10.0,
         open_timeout: float = 10.0,
-        refresh_margin: float = 60.0,
+        refresh_margin: float | None = 60.0,
         max_queue: int = 10_000,
         max_frame_bytes: int | None = 64 * 1024 * 1024,
         ssl: _ssl.SSLContext | None = None,
@@ -204,12 +205,14 @@ class Client:
         opened = asyncio.ensure_future(self._open.wait())
         stopped = asyncio.ensure_future(self._stopped.wait())
         try:
-            await asyncio.wait({opened, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {opened, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             opened.cancel()
             stopped.cancel()
-        if self._open.is_set():
-            return
+        if opened in done:
+            return  # it opened (it may have closed again since: the client reconnects)
         if self._stop_error is not None:
             raise self._stop_error
         raise RequestTimeout(f"not connected within {timeout} s; still trying")
@@ -568,11 +571,14 @@ class Client:
 
     async def _refresh_loop(self, ws: ClientConnection) -> None:
         """Sends ``refresh`` with a fresh token ``refresh_margin`` s before ``exp``."""
+        margin = self.refresh_margin
+        if margin is None:
+            return  # turned off: a 4001 is handled by reconnecting with a new token
         while ws is self._ws and self.tokens.renewable:
             exp = self.tokens.expires_at()
             if exp is None:
                 return
-            await asyncio.sleep(max(1.0, exp - self.refresh_margin - time.time()))
+            await asyncio.sleep(max(1.0, exp - margin - time.time()))
             if ws is not self._ws:
                 return
             try:
