@@ -99,7 +99,7 @@ impl ClientError {
     /// 503) or 429, and a close whose code the contract says to reconnect after
     /// (1012 at once; 1000, 1001, 1011, 1013 with backoff) or that carried no code.
     /// A request refused with `unavailable`, `rate_limited` or `internal` is transient
-    /// too. Not transient: 401/403 and 4001 (get a new token first), 1008, 1009, 4008
+    /// too. Not transient: 401/403 and 4001 (get a new token first), 1002, 1007, 1008, 1009, 4008
     /// (the same connection would be refused again), any other refusal, and every error
     /// of the caller's input.
     pub fn is_transient(&self) -> bool {

@@ -110,7 +110,7 @@ export interface TeamhubEvents {
   kicked: { team: string; reason: "revoked" | "role_removed" };
   error: Error;
   /**
-   * `delayMs` is null when the client stops for good (1008, 1009, 4008, a refused
+   * `delayMs` is null when the client stops for good (1002, 1007, 1008, 1009, 4008, a refused
    * origin, and 4001 or a refused token without refreshToken). When the socket never
    * opened (a browser cannot see the handshake's status), `code` is 403 if the node's
    * `GET /origin-check` says it refuses the page's origin, and 401 if it refuses the

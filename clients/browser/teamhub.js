@@ -15,6 +15,8 @@ export function closeAdvice(code) {
   switch (code) {
     case 1012: return "now"; // node draining: reconnect at once, recover with since
     case 4001: return "refresh"; // token expired: get a new one, then reconnect
+    case 1002: // a frame of ours broke RFC 6455
+    case 1007: // a text frame of ours was not valid UTF-8
     case 1008: // not a team member (seed endpoint)
     case 1009: // a frame of ours was too large: sending it again fails again
     case 4008: // sustained rate-limit violations

@@ -23,6 +23,8 @@ test("close codes follow the contract", () => {
   assert.equal(closeAdvice(4001), "refresh");
   assert.equal(closeAdvice(1008), "stop");
   assert.equal(closeAdvice(4008), "stop");
+  assert.equal(closeAdvice(1002), "stop");
+  assert.equal(closeAdvice(1007), "stop");
   assert.equal(closeAdvice(1013), "backoff");
   assert.equal(closeAdvice(1006), "backoff");
 });
