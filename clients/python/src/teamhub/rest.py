@@ -188,17 +188,16 @@ class Rest:
         since: TimeLike | None = None,
         until: TimeLike | None = None,
         cursor: str | None = None,
-        chunk_size: int = 65536,
     ) -> AsyncIterator[bytes]:
-        """The streamed export (``format=csv`` with its header line, or ``ndjson``) as
-        it arrives, in chunks. Raises ``ExportIncomplete`` if the transfer breaks off
+        """The streamed export (``format=csv`` with its header line, or ``ndjson``) in
+        chunks as they arrive. Raises ``ExportIncomplete`` if the transfer breaks off
         before its end (the chunks already yielded are then not the whole export)."""
         params = self._activity_params(user, action, resource_type, since, until, cursor)
         params["format"] = format
         path = f"/teams/{_seg('team', team)}/activity"
         async with self._stream("GET", path, params=params) as response:
             try:
-                async for chunk in response.aiter_bytes(chunk_size):
+                async for chunk in response.aiter_bytes():
                     yield chunk
             except (httpx.RemoteProtocolError, httpx.ReadError) as e:
                 raise ExportIncomplete(f"the export broke off: {e}") from e
