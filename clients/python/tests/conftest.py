@@ -97,12 +97,18 @@ class Hub:
         assert BIN.exists(), f"{BIN} is missing: cargo build -p teamhub"
         self.starts += 1
         args = [
-            str(BIN), "serve",
-            "--listen", f"127.0.0.1:{self.port}",
-            "--jwt-secret", SECRET,
-            "--database-url", f"sqlite://{self.db}",
-            "--activity-spill-path", str(self.dir / f"activity-{self.port}.spill"),
-            "--drain-timeout", "5",
+            str(BIN),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--jwt-secret",
+            SECRET,
+            "--database-url",
+            f"sqlite://{self.db}",
+            "--activity-spill-path",
+            str(self.dir / f"activity-{self.port}.spill"),
+            "--drain-timeout",
+            "5",
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMHUB_")}
@@ -150,7 +156,11 @@ class Hub:
         for team, role in teams.items():
             args += ["--team", f"{team}={role}"]
         done = subprocess.run(
-            args, env={**os.environ, "TEAMHUB_JWT_SECRET": SECRET}, capture_output=True, check=True, timeout=10
+            args,
+            env={**os.environ, "TEAMHUB_JWT_SECRET": SECRET},
+            capture_output=True,
+            check=True,
+            timeout=10,
         )
         return done.stdout.decode().strip()
 

@@ -65,7 +65,9 @@ async def test_presence_follows_live_diffs(hub: Hub, clients: list[teamhub.Clien
     assert people.users() == ["ann"]
     assert people.get("ann") == {"user": "ann", "name": "Ann", "conns": 1, "meta": {"status": "busy"}}
     seen: list[tuple[list[str], list[str]]] = []
-    people.on_change(lambda m, change: seen.append(([e["user"] for e in change.joins], [e["user"] for e in change.leaves])))
+    people.on_change(
+        lambda m, change: seen.append(([e["user"] for e in change.joins], [e["user"] for e in change.leaves]))
+    )
 
     bob = client_for(hub, hub.token("bob", {"t": "viewer"}, name="Bob"), clients)
     await bob.connect(WAIT)
@@ -104,7 +106,7 @@ async def test_errors_carry_the_contract_codes(hub: Hub, clients: list[teamhub.C
     assert viewer.teams == [], "a refused team is not rejoined"
     editor = client_for(hub, hub.token("ed", {"t": "editor"}), clients)
     await editor.connect(WAIT)
-    with pytest.raises(Forbidden, match="reserved|forbidden"):
+    with pytest.raises(Forbidden, match=r"reserved|forbidden"):
         await editor.publish("t", "system.boom", {})
     with pytest.raises(ValueError):
         await editor.publish("t", "bad type!", {})

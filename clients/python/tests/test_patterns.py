@@ -22,7 +22,6 @@ from teamhub import (
     Rest,
 )
 
-
 MakeHub = Callable[..., Awaitable[Hub]]
 
 
@@ -44,7 +43,10 @@ async def test_pull_applies_the_feed_incrementally(editor: Rest, other: Rest) ->
     await other.create_pattern("t", "retry", {"attempts": 3})
     await other.create_pattern("t", "style", {"tabs": False})
     changes = await lib.pull()
-    assert [(c.name, c.kind, c.version) for c in changes] == [("retry", "updated", 1), ("style", "updated", 2)]
+    assert [(c.name, c.kind, c.version) for c in changes] == [
+        ("retry", "updated", 1),
+        ("style", "updated", 2),
+    ]
     assert lib.version == 2 and lib.names() == ["retry", "style"]
     assert lib.content("retry") == {"attempts": 3}
     assert await lib.pull() == [], "nothing new"
@@ -52,7 +54,10 @@ async def test_pull_applies_the_feed_incrementally(editor: Rest, other: Rest) ->
     await other.update_pattern("t", "retry", {"attempts": 5}, version=1)
     await editor.delete_pattern("t", "style", version=2)
     changes = await lib.pull()
-    assert [(c.name, c.kind, c.version) for c in changes] == [("retry", "updated", 3), ("style", "deleted", 4)]
+    assert [(c.name, c.kind, c.version) for c in changes] == [
+        ("retry", "updated", 3),
+        ("style", "deleted", 4),
+    ]
     assert changes[0].previous is not None and changes[0].previous["content"] == {"attempts": 3}
     assert lib.names() == ["retry"] and lib.get("style") is None and lib.version == 4
 
@@ -83,7 +88,10 @@ async def test_a_409_is_a_conflict_with_both_versions(editor: Rest, other: Rest)
         await mine.push("retry", {"attempts": 4})
     conflict = e.value.conflict
     assert e.value.code == "conflict" and e.value.status == 409
-    assert conflict.base is not None and (conflict.base["version"], conflict.base["content"]) == (1, {"attempts": 3})
+    assert conflict.base is not None and (conflict.base["version"], conflict.base["content"]) == (
+        1,
+        {"attempts": 3},
+    )
     assert conflict.ours == {"attempts": 4}
     assert (conflict.theirs["version"], conflict.theirs["content"]) == (2, {"attempts": 5, "by": "bob"})
     assert mine.get("retry") == conflict.theirs, "the local copy now holds what is stored"
@@ -178,7 +186,10 @@ async def test_a_replaced_hub_library_is_resynced(make_hub: MakeHub, tmp_path: P
         lib = PatternLibrary(r, "t", store=store)
         changes = await lib.pull()
         assert sorted((c.name, c.kind) for c in changes) == [
-            ("fresh", "updated"), ("p0", "deleted"), ("p1", "deleted"), ("p2", "deleted")
+            ("fresh", "updated"),
+            ("p0", "deleted"),
+            ("p1", "deleted"),
+            ("p2", "deleted"),
         ]
         assert lib.names() == ["fresh"] and lib.version == 1
 
@@ -188,7 +199,9 @@ async def test_watch_applies_live_notices_and_resyncs_after_a_restart(
 ) -> None:
     await other.create_pattern("t", "before", 0)
     lib = PatternLibrary(editor, "t")
-    client = teamhub.Client(hub.url, hub.token("ann", {"t": "viewer"}), backoff=fast_backoff(), request_timeout=WAIT)
+    client = teamhub.Client(
+        hub.url, hub.token("ann", {"t": "viewer"}), backoff=fast_backoff(), request_timeout=WAIT
+    )
     clients.append(client)
     await client.connect(WAIT)
     seen: list[PatternChange] = []
@@ -209,7 +222,10 @@ async def test_watch_applies_live_notices_and_resyncs_after_a_restart(
         await editor.delete_pattern("t", "before", version=1)
         await until("the live delete", lambda: lib.get("before") is None)
         assert [(c.name, c.kind, c.version) for c in seen] == [
-            ("before", "updated", 1), ("live", "updated", 2), ("live", "updated", 3), ("before", "deleted", 4)
+            ("before", "updated", 1),
+            ("live", "updated", 2),
+            ("live", "updated", 3),
+            ("before", "deleted", 4),
         ]
 
         # A change whose notice never reaches this client: written through another

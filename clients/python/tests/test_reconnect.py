@@ -265,7 +265,9 @@ async def closing_server(code: int) -> AsyncIterator[tuple[str, list[int]]]:
         yield f"ws://127.0.0.1:{port}", connections
 
 
-@pytest.mark.parametrize(("code", "error_code"), [(1008, "forbidden"), (1009, "too_large"), (4008, "rate_limited")])
+@pytest.mark.parametrize(
+    ("code", "error_code"), [(1008, "forbidden"), (1009, "too_large"), (4008, "rate_limited")]
+)
 async def test_stop_close_codes_stop(code: int, error_code: str, clients: list[teamhub.Client]) -> None:
     async with closing_server(code) as (url, connections):
         c = connect(url, "tok", clients)

@@ -89,8 +89,18 @@ async def test_activity_pages_filters_and_streamed_exports(hub: Hub, rests: list
     written = await r.export_activity_to("t", buffer, "csv")
     assert written == len(buffer.getvalue()) > 0
     table = list(csv.reader(io.StringIO(buffer.getvalue().decode())))
-    assert table[0] == ["id", "team", "user", "action", "resource_type", "resource_id",
-                        "metadata", "ip", "user_agent", "created_at"]
+    assert table[0] == [
+        "id",
+        "team",
+        "user",
+        "action",
+        "resource_type",
+        "resource_id",
+        "metadata",
+        "ip",
+        "user_agent",
+        "created_at",
+    ]
     assert len(table) - 1 == len((await r.activity("t", limit=1000)).items)
 
 
@@ -113,7 +123,9 @@ async def test_a_cut_export_is_reported() -> None:
         assert got == [{"id": "1"}] and e.value.code == "unavailable"
 
 
-async def test_api_keys_create_list_use_delete(hub: Hub, rests: list[Rest], clients: list[teamhub.Client]) -> None:
+async def test_api_keys_create_list_use_delete(
+    hub: Hub, rests: list[Rest], clients: list[teamhub.Client]
+) -> None:
     admin = rest_for(hub, hub.token("ada", {"t": "admin"}), rests)
     created = await admin.create_api_key("t", "ci bot", "editor")
     assert created["key"].startswith("thk_") and created["role"] == "editor"
