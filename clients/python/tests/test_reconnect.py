@@ -266,7 +266,8 @@ async def closing_server(code: int) -> AsyncIterator[tuple[str, list[int]]]:
 
 
 @pytest.mark.parametrize(
-    ("code", "error_code"), [(1008, "forbidden"), (1009, "too_large"), (4008, "rate_limited")]
+    ("code", "error_code"),
+    [(1007, "bad_request"), (1008, "forbidden"), (1009, "too_large"), (4008, "rate_limited")],
 )
 async def test_stop_close_codes_stop(code: int, error_code: str, clients: list[teamhub.Client]) -> None:
     async with closing_server(code) as (url, connections):

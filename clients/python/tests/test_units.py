@@ -31,7 +31,7 @@ def test_full_jitter_stays_within_the_doubling_ceiling() -> None:
 def test_close_advice_follows_the_contract() -> None:
     assert close_advice(1012) == "now"
     assert close_advice(4001) == "refresh"
-    for code in (1008, 1009, 4008):
+    for code in (1002, 1007, 1008, 1009, 4008):
         assert close_advice(code) == "stop"
     for code in (1000, 1001, 1006, 1011, 1013, None):
         assert close_advice(code) == "backoff"

@@ -5,7 +5,7 @@ requests matched to replies by ``id``; a position per team (``Positions``) so ev
 reconnect rejoins each team with ``since`` and reports per team whether it recovered;
 a live ``PresenceMap`` per team; full-jitter backoff; close codes acted on as the
 contract advises (1012: reconnect at once, to the next node when several are given;
-4001: get a new token, then reconnect; 1008, 1009, 4008: stop); and a token callable
+4001: get a new token, then reconnect; 1002, 1007, 1008, 1009, 4008: stop); and a token callable
 that is asked for a fresh token before a JWT expires, then sent as ``refresh``.
 
 Everything happens on one task that owns the socket (``_run``): it opens it, reads
@@ -78,7 +78,14 @@ Meta = dict[str, Any]
 MetaLike = Meta | Callable[[], Meta | None] | None
 
 # What to call a close code when giving up on it: the contract's error code.
-_STOP_CODES = {1008: "forbidden", 1009: "too_large", 4008: "rate_limited", 4001: "unauthorized"}
+_STOP_CODES = {
+    1002: "bad_request",
+    1007: "bad_request",
+    1008: "forbidden",
+    1009: "too_large",
+    4001: "unauthorized",
+    4008: "rate_limited",
+}
 
 
 @dataclass

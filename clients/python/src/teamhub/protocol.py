@@ -123,7 +123,7 @@ class Revocation(TypedDict):
 Advice = Literal["now", "refresh", "stop", "backoff"]
 
 #: Close codes after which reconnecting cannot help.
-STOP_CODES = frozenset({1008, 1009, 4008})
+STOP_CODES = frozenset({1002, 1007, 1008, 1009, 4008})
 
 
 def close_advice(code: int | None) -> Advice:
@@ -136,7 +136,9 @@ def close_advice(code: int | None) -> Advice:
     if code == 4001:
         return "refresh"  # token expired: get a new one, then reconnect
     if code in STOP_CODES:
-        return "stop"  # not a member (1008), frame too large (1009), rate limit (4008)
+        # A frame of ours broke RFC 6455 (1002) or was not UTF-8 (1007), not a member
+        # (1008), a frame too large (1009), sustained rate-limit violations (4008).
+        return "stop"
     return "backoff"  # 1000, 1001, 1011, 1013, 1006, anything else
 
 
