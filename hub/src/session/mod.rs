@@ -263,7 +263,14 @@ impl Session {
         msg: Option<Result<Message, axum::Error>>,
     ) -> Flow {
         match msg {
-            None | Some(Ok(Message::Close(_))) => Flow::Gone,
+            None => Flow::Gone,
+            Some(Ok(Message::Close(_))) => {
+                // The library queued its answer to the client's close (an echo, or 1002
+                // for a close with a reserved code); send it before the socket goes.
+                let flushed = futures_util::SinkExt::flush(socket);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flushed).await;
+                Flow::Gone
+            }
             Some(Err(e)) => match violation(&e) {
                 // RFC 6455 7.1.7: say why before failing the connection.
                 Some((code, reason)) => {

@@ -27,5 +27,6 @@ mod redis_broker;
 mod redis_cluster;
 mod rest;
 mod revoke;
+mod rfc6455;
 mod rolling;
 mod seed;
