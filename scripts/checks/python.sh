@@ -40,10 +40,10 @@ export TEAMHUB_TEST_REDIS_URL="${TEAMHUB_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 
 cd clients/python
 log "ruff"
-"$VENV/bin/ruff" check src tests
-"$VENV/bin/ruff" format --check src tests
+"$VENV/bin/ruff" check src tests examples
+"$VENV/bin/ruff" format --check src tests examples
 log "mypy --strict"
-"$PY" -m mypy --strict src
+"$PY" -m mypy --strict src examples
 log "pytest"
 # src/ is not on the path: `import teamhub` is the installed package.
 "$PY" -m pytest -p no:cacheprovider tests
