@@ -26,6 +26,7 @@
 
 pub mod activity;
 pub mod conformance;
+pub mod control_log;
 mod error;
 pub mod keys;
 pub mod patterns;
@@ -44,6 +45,7 @@ pub mod writer;
 use std::sync::Arc;
 
 pub use activity::{ActivityEvent, ActivityReader, ActivityRetention, ActivityRow, ActivitySink};
+pub use control_log::{ControlLog, LoggedCommand};
 pub use error::{BoxError, StoreError};
 pub use keys::{ApiKeyRecord, KeyStore};
 pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
@@ -157,6 +159,14 @@ impl Database {
 
     /// Member revocations.
     pub fn revocation_store(&self) -> Arc<dyn RevocationStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// The control log (commands for every node, kept for a while).
+    pub fn control_log(&self) -> Arc<dyn ControlLog> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
             Backend::Postgres(store) => store.clone(),

@@ -309,3 +309,52 @@ impl PatternStore for PostgresStore {
         .await
     }
 }
+
+#[async_trait::async_trait]
+impl crate::control_log::ControlLog for PostgresStore {
+    async fn append(&self, command: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO control_log (command, created_at) VALUES ($1, $2) RETURNING seq",
+        )
+        .bind(command)
+        .bind(timestamp::normalize(crate::now_utc()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(convert)?;
+        row.try_get("seq").map_err(convert)
+    }
+
+    async fn since(
+        &self,
+        since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<crate::control_log::LoggedCommand>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, command, created_at FROM control_log WHERE created_at >= $1 \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(timestamp::normalize(since))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(convert)?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::control_log::LoggedCommand {
+                    seq: row.try_get("seq").map_err(convert)?,
+                    command: get_text(row, "command")?,
+                    created_at: get_time(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM control_log WHERE created_at < $1")
+            .bind(timestamp::normalize(before))
+            .execute(&self.pool)
+            .await
+            .map_err(convert)?;
+        Ok(done.rows_affected())
+    }
+}

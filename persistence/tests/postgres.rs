@@ -492,6 +492,12 @@ async fn key_store_conformance() {
 }
 
 #[tokio::test]
+async fn control_log_conformance() {
+    let test = TestDb::new().await;
+    conformance::control_log::run_all(test.db.control_log().as_ref()).await;
+}
+
+#[tokio::test]
 async fn revocation_store_conformance() {
     let test = TestDb::new().await;
     conformance::revocations::run_all(test.db.revocation_store().as_ref()).await;

@@ -274,6 +274,13 @@ async fn key_store_conformance() {
 }
 
 #[tokio::test]
+async fn control_log_conformance() {
+    let (_dir, _path, db) = fresh().await;
+    conformance::control_log::run_all(db.control_log().as_ref()).await;
+    db.close().await;
+}
+
+#[tokio::test]
 async fn revocation_store_conformance() {
     let (_dir, _path, db) = fresh().await;
     conformance::revocations::run_all(db.revocation_store().as_ref()).await;

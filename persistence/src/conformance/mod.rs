@@ -13,6 +13,7 @@
 //! The suites of the other stores ([`patterns`], [`keys`], [`revocations`]) use fixed
 //! team ids and expect a freshly migrated database of their own.
 
+pub mod control_log;
 pub mod keys;
 pub mod patterns;
 pub mod revocations;
