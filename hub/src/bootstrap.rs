@@ -102,6 +102,58 @@ async fn control_loop(node: Arc<Node>, mut events: mpsc::UnboundedReceiver<Contr
     }
 }
 
+/// How often every node reads the control log; the bound on how late a command that
+/// pub/sub lost reaches this node.
+const CONTROL_LOG_POLL: Duration = Duration::from_secs(1);
+/// How far back each read looks, beyond the last read that worked: a sequence number
+/// can commit after a later one, and a clock may be a little behind the database's.
+const CONTROL_LOG_WINDOW: time::Duration = time::Duration::seconds(30);
+/// Entries older than this are pruned (every running node has read them by then).
+const CONTROL_LOG_KEEP: time::Duration = time::Duration::hours(1);
+
+/// Reads the control log every second and applies what this node has not applied
+/// (commands whose pub/sub copy was lost: Redis was down, or this node's subscription
+/// was being re-established). Prunes old entries now and then. Stops with the node.
+async fn control_log_poll(node: Arc<Node>, log: Arc<dyn teamhub_persistence::ControlLog>) {
+    let mut since = time::OffsetDateTime::now_utc() - CONTROL_LOG_WINDOW;
+    let mut tick = tokio::time::interval(CONTROL_LOG_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = time::OffsetDateTime::now_utc();
+        match log.since(since, 10_000).await {
+            Ok(entries) => {
+                for entry in entries {
+                    match serde_json::from_str(&entry.command) {
+                        Ok(command) => node.apply_logged(&crate::control::Logged {
+                            command,
+                            seq: Some(entry.seq),
+                        }),
+                        // A newer node's command this one does not know.
+                        Err(e) => {
+                            tracing::debug!(seq = entry.seq, error = %e, "unknown control command in the log")
+                        }
+                    }
+                }
+                since = started - CONTROL_LOG_WINDOW;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the control log failed; retrying"),
+        }
+        rounds += 1;
+        if rounds % 600 == 1 {
+            match log.prune(started - CONTROL_LOG_KEEP).await {
+                Ok(n) if n > 0 => tracing::debug!(pruned = n, "control log pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the control log failed"),
+            }
+        }
+    }
+}
+
 fn check(args: &ServeArgs) -> anyhow::Result<()> {
     let positive = [
         ("presence-ttl", args.presence_ttl),
@@ -206,6 +258,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         activity,
         database,
         control: seams.control,
+        log_control: args.redis_url.is_some(),
         ephemeral_prefixes: args
             .ephemeral_prefixes
             .split(',')
@@ -223,6 +276,9 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     node.revocations.load(&revocations);
     let fanout = tokio::spawn(crate::fanout::run(node.clone(), events_rx, presence_rx));
     let control = tokio::spawn(control_loop(node.clone(), control_rx));
+    if let Some(log) = node.control_log.clone() {
+        tokio::spawn(control_log_poll(node.clone(), log));
+    }
     let retention = tokio::spawn(crate::retention::run(
         retention_store,
         args.team_plans.clone(),

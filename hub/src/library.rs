@@ -6,8 +6,11 @@
 //! `pattern.updated` or `pattern.deleted` with `data: {"name","version"}`, through the
 //! broker, so it reaches every node. The notice is sent after the write committed; if
 //! the broker is unreachable then, the write stands (it is in the `since_version` feed)
-//! and the failure is logged, since answering an error would make the client retry a
-//! write that already happened.
+//! and the call still succeeds, since answering an error would make the client retry a
+//! write that already happened. The notice is then retried in the background every
+//! [`NOTICE_RETRY`] until the broker takes it (for up to [`NOTICE_PATIENCE`], while the
+//! node runs), so it reaches sockets shortly after the broker's return. Notices carry
+//! the version, so one that arrives after a newer one is recognisable as old.
 
 use serde_json::value::RawValue;
 use teamhub_persistence::{ActivityEvent, Changes, Expect, Pattern, PatternError};
@@ -16,6 +19,11 @@ use teamhub_protocol::{Action, ErrorCode, MessageType, PatternName, TeamId};
 use crate::auth::Identity;
 use crate::error::OpError;
 use crate::node::{ClientInfo, Node};
+
+/// How often a notice the broker refused is tried again.
+pub const NOTICE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a notice is retried before it is given up (the change stays in the feed).
+pub const NOTICE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Why a pattern write did not happen.
 #[derive(Debug)]
@@ -122,7 +130,34 @@ impl Node {
         let data = serde_json::value::to_raw_value(&data).expect("a name and a number encode");
         let ty = MessageType::new(action).expect("a valid message type");
         if let Err(e) = self.publish_system(team, &ty, &data, &caller.user).await {
-            tracing::warn!(%team, name = %pattern.name, error = %e, "pattern change notice not published");
+            tracing::warn!(%team, name = %pattern.name, error = %e, "pattern change notice not published; retrying");
+            let (broker, shutdown) = (self.broker.clone(), self.shutdown.clone());
+            let (team, user, data) = (team.clone(), caller.user.clone(), data.clone());
+            tokio::spawn(async move {
+                let give_up = tokio::time::Instant::now() + NOTICE_PATIENCE;
+                while tokio::time::Instant::now() < give_up {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(NOTICE_RETRY) => {}
+                    }
+                    let publication = crate::broker::Publication {
+                        parts: crate::event::MessageParts {
+                            team: &team,
+                            ty: &ty,
+                            user: &user,
+                            data: &data,
+                        },
+                        origin: None,
+                        echo: false,
+                    };
+                    if broker.publish(publication).await.is_ok() {
+                        crate::metrics::counter_inc(crate::metrics::MESSAGES_PUBLISHED);
+                        tracing::info!(%team, "pattern change notice published late");
+                        return;
+                    }
+                }
+                tracing::error!(%team, "pattern change notice dropped: the broker stayed unreachable");
+            });
         }
         self.activity.record(
             ActivityEvent::new(team.clone(), caller.user.clone(), action)

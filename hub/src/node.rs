@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::value::RawValue;
 use teamhub_persistence::{
-    ActivityEvent, ActivityWriter, Database, KeyStore, PatternStore, RevocationStore,
+    ActivityEvent, ActivityWriter, ControlLog, Database, KeyStore, PatternStore, RevocationStore,
 };
 use teamhub_presence::{ConnKey, PresenceStore, Snapshot};
 use teamhub_protocol::{
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Identity, is_api_key};
 use crate::broker::{Broker, History, Publication, Published};
-use crate::control::{Command, Control, ControlEvent};
+use crate::control::{Applied, Command, Control, ControlEvent, Logged};
 use crate::error::OpError;
 use crate::event::MessageParts;
 use crate::hosting::Hosting;
@@ -103,6 +103,11 @@ pub struct Node {
     pub revocations: Revocations,
     /// Commands to every node (revocations, deleted keys).
     pub control: Arc<dyn Control>,
+    /// In a cluster: where commands are also appended, so nodes that miss the pub/sub
+    /// copy catch up (`control/mod.rs`). `None` on a single node.
+    pub control_log: Option<Arc<dyn ControlLog>>,
+    /// Log sequence numbers already applied here.
+    control_applied: std::sync::Mutex<Applied>,
     pub ephemeral_prefixes: Vec<String>,
     /// Cancelled when the node drains: every session closes with 1012.
     pub shutdown: CancellationToken,
@@ -125,6 +130,8 @@ pub struct NodeParts {
     pub activity: ActivityWriter,
     pub database: Database,
     pub control: Arc<dyn Control>,
+    /// Append commands to the database's control log (cluster mode).
+    pub log_control: bool,
     pub ephemeral_prefixes: Vec<String>,
 }
 
@@ -146,6 +153,8 @@ impl Node {
             revocation_store: p.database.revocation_store(),
             revocations: Revocations::default(),
             control: p.control,
+            control_log: p.log_control.then(|| p.database.control_log()),
+            control_applied: std::sync::Mutex::new(Applied::default()),
             database: p.database,
             ephemeral_prefixes: p.ephemeral_prefixes,
             shutdown: CancellationToken::new(),
@@ -330,14 +339,40 @@ impl Node {
         Ok(published)
     }
 
-    /// Sends a command to every node. When the control channel cannot take it, it is
-    /// applied here at least (new authentications still see the database's state; the
-    /// other nodes catch up on revocations when their channel is subscribed again).
+    /// Sends a command to every node: appended to the control log (in a cluster), then
+    /// published. When the control channel cannot take it, it is applied here at once;
+    /// the other nodes read it from the log within a second.
     pub(crate) async fn broadcast(&self, command: Command) {
-        if let Err(e) = self.control.send(command.clone()).await {
-            tracing::warn!(error = %e, ?command, "control command not sent; applying it on this node only");
-            self.apply_command(&command);
+        let mut logged = Logged::unlogged(command);
+        if let Some(log) = &self.control_log {
+            match serde_json::to_string(&logged.command) {
+                Ok(text) => match log.append(&text).await {
+                    Ok(seq) => logged.seq = Some(seq),
+                    // Pub/sub still carries it; the database being down is also what
+                    // makes the change itself fail, so this is rare.
+                    Err(e) => tracing::warn!(error = %e, "control log append failed"),
+                },
+                Err(e) => tracing::error!(error = %e, "encoding a control command"),
+            }
         }
+        if let Err(e) = self.control.send(logged.clone()).await {
+            tracing::warn!(error = %e, command = ?logged.command, "control command not published; applying it here, the log carries it to the other nodes");
+            self.apply_logged(&logged);
+        }
+    }
+
+    /// Applies a command unless its log sequence number was applied here before.
+    pub fn apply_logged(&self, logged: &Logged) {
+        if let Some(seq) = logged.seq {
+            let mut applied = self
+                .control_applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !applied.first_time(seq) {
+                return;
+            }
+        }
+        self.apply_command(&logged.command);
     }
 
     /// Applies a command from the control channel to this node's connections and caches.
@@ -373,7 +408,7 @@ impl Node {
     /// Handles what the control channel delivers.
     pub async fn on_control(&self, event: ControlEvent) {
         match event {
-            ControlEvent::Command(c) => self.apply_command(&c),
+            ControlEvent::Command(c) => self.apply_logged(&c),
             ControlEvent::Resubscribed => self.reload_revocations().await,
         }
     }

@@ -2,7 +2,7 @@
 
 use tokio::sync::mpsc;
 
-use super::{Command, Control, ControlError, ControlEvent};
+use super::{Control, ControlError, ControlEvent, Logged};
 
 pub struct LocalControl {
     events: mpsc::UnboundedSender<ControlEvent>,
@@ -16,7 +16,7 @@ impl LocalControl {
 
 #[async_trait::async_trait]
 impl Control for LocalControl {
-    async fn send(&self, command: Command) -> Result<(), ControlError> {
+    async fn send(&self, command: Logged) -> Result<(), ControlError> {
         self.events
             .send(ControlEvent::Command(command))
             .map_err(|_| ControlError::Unavailable("the node's control loop stopped".into()))

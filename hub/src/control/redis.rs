@@ -13,7 +13,7 @@ use teamhub_redis::{ChannelKind, Delivery, Inbox, Redis};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{Command, Control, ControlError, ControlEvent};
+use super::{Control, ControlError, ControlEvent, Logged};
 
 pub struct RedisControl {
     redis: Redis,
@@ -55,7 +55,7 @@ impl RedisControl {
 
 #[async_trait::async_trait]
 impl Control for RedisControl {
-    async fn send(&self, command: Command) -> Result<(), ControlError> {
+    async fn send(&self, command: Logged) -> Result<(), ControlError> {
         let payload = serde_json::to_string(&command)
             .map_err(|e| ControlError::Unavailable(format!("encoding a command: {e}")))?;
         let mut conn = self.redis.commands();
@@ -84,7 +84,7 @@ async fn listen(
             None => return,
             Some(Delivery::Resubscribed { .. }) => ControlEvent::Resubscribed,
             Some(Delivery::Message { payload, .. }) => {
-                match serde_json::from_slice::<Command>(&payload) {
+                match serde_json::from_slice::<Logged>(&payload) {
                     Ok(cmd) => ControlEvent::Command(cmd),
                     // A newer node's command this one does not know: skip it.
                     Err(e) => {
@@ -102,6 +102,7 @@ async fn listen(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Command;
     use super::*;
 
     #[test]
@@ -117,5 +118,20 @@ mod tests {
             serde_json::from_str(r#"{"op":"revoked","team":"t","user":"u","at_micros":5}"#)
                 .unwrap();
         assert!(matches!(revoked, Command::Revoked { at_micros: 5, .. }));
+        // With its log position; a node that does not know `seq` still reads the command.
+        let logged = Logged {
+            command: cmd.clone(),
+            seq: Some(7),
+        };
+        let text = serde_json::to_string(&logged).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"key_deleted","team":"t","id":"abc","seq":7}"#
+        );
+        assert_eq!(serde_json::from_str::<Logged>(&text).unwrap(), logged);
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), cmd);
+        let old: Logged =
+            serde_json::from_str(r#"{"op":"key_deleted","team":"t","id":"abc"}"#).unwrap();
+        assert_eq!(old, Logged::unlogged(cmd));
     }
 }

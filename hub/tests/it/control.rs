@@ -209,3 +209,159 @@ async fn pattern_writes_race_across_nodes_and_notices_reach_every_node() {
         w.roundtrip_strict().await;
     }
 }
+
+/// A revocation made while Redis is down still reaches the live sockets of the other
+/// node within a second: it is in the shared database's control log, which every node
+/// reads every second (pub/sub alone would have lost it).
+#[tokio::test]
+async fn a_revocation_made_while_redis_is_down_reaches_every_node() {
+    let mut redis = crate::redis_broker::PrivateRedis::start();
+    redis.wait_ready().await;
+    let url = redis.url();
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let pg = TestHub::postgres_schema().await;
+    let mut nodes = Vec::new();
+    for id in ["n0", "n1"] {
+        let args = [
+            "--redis-url",
+            &url,
+            "--redis-key-prefix",
+            &prefix,
+            "--node-id",
+            id,
+        ];
+        nodes.push(TestHub::start_shared(pg.clone(), &args).await);
+    }
+    let admin = nodes[0].token("ad", &[("t", "admin")]);
+    let old = nodes[1].token("mal", &[("t", "editor")]);
+    let mut victim = TestClient::connect(ConnectOptions::new(nodes[1].ws_url()).token(old)).await;
+    victim.join("t").await;
+
+    redis.stop();
+    let a = call(
+        &nodes[0],
+        "POST",
+        "/api/v1/teams/t/members/mal/revoke",
+        Some(&admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // One poll period, plus the request's own time: the contract's second.
+    let k = tokio::time::timeout(Duration::from_secs(2), victim.expect_kicked())
+        .await
+        .expect("the kick reached the other node without Redis");
+    assert_eq!((k.team.as_str(), k.reason), ("t", KickReason::Revoked));
+}
+
+/// A TCP proxy in front of the shared Redis whose connections the test can cut and
+/// refuse, as a network failure would (Redis keeps its data).
+struct RedisProxy {
+    url: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisProxy {
+    async fn start() -> Self {
+        let upstream = redis_url();
+        let target = upstream
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept = tokio::spawn({
+            let (conns, down) = (conns.clone(), down.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropping `inbound` refuses it
+                    }
+                    let target = target.clone();
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    }));
+                }
+            }
+        });
+        RedisProxy {
+            url,
+            conns,
+            down,
+            accept,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones (`true`), or lets them in again.
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for task in self.conns.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.set_down(true);
+        self.accept.abort();
+    }
+}
+
+/// A pattern change made while the broker is unreachable is stored (the write
+/// succeeds), and its `pattern.updated` notice reaches sockets on the other node soon
+/// after the broker is back: the writer retries it in the background.
+#[tokio::test]
+async fn a_pattern_notice_made_while_redis_is_down_arrives_after_it_returns() {
+    let proxy = RedisProxy::start().await;
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let pg = TestHub::postgres_schema().await;
+    let mut nodes = Vec::new();
+    for id in ["n0", "n1"] {
+        let args = [
+            "--redis-url",
+            &proxy.url,
+            "--redis-key-prefix",
+            &prefix,
+            "--node-id",
+            id,
+        ];
+        nodes.push(TestHub::start_shared(pg.clone(), &args).await);
+    }
+    let editor = nodes[0].token("ed", &[("t", "editor")]);
+    let mut watcher = nodes[1].connect("w", &[("t", "viewer")]).await;
+    watcher.join("t").await;
+
+    proxy.set_down(true);
+    let a = call(
+        &nodes[0],
+        "PUT",
+        "/api/v1/teams/t/patterns/offline",
+        Some(&editor),
+        &[("if-none-match", "*")],
+        Some(json!({"content": 1})),
+    )
+    .await;
+    assert_eq!(
+        a.status, 201,
+        "the write stands without the broker: {:?}",
+        a.body
+    );
+    proxy.set_down(false);
+    let m = tokio::time::timeout(Duration::from_secs(10), watcher.expect_message())
+        .await
+        .expect("the notice after the broker's return");
+    assert_eq!(
+        (m.ty.as_str(), m.data.clone()),
+        ("pattern.updated", json!({"name": "offline", "version": 1}))
+    );
+}

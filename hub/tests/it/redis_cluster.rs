@@ -174,6 +174,10 @@ async fn control_reaches_every_node_of_a_cluster() {
         team: team("t"),
         id: "k1".into(),
     };
+    let cmd = teamhub::control::Logged {
+        command: cmd,
+        seq: Some(1),
+    };
     nodes[0].0.send(cmd.clone()).await.unwrap();
     for (_, rx) in &mut nodes {
         let got = tokio::time::timeout(WAIT, rx.recv()).await.unwrap();
