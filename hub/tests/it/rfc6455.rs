@@ -158,6 +158,9 @@ impl Raw {
     }
 }
 
+/// One frame a case writes: first byte (FIN, RSV, opcode), payload, masked or not.
+type Frame = (u8, Vec<u8>, bool);
+
 const TEXT: u8 = 0x81;
 const FIN: u8 = 0x80;
 
@@ -177,7 +180,7 @@ async fn violations_get_their_close_code_and_valid_framing_works() {
 
     let join = json!({"op": "join", "id": 1, "team": "t", "meta": {"n": "é"}}).to_string();
     let split_at = join.find('é').unwrap() + 1; // inside the two bytes of é
-    let cases: Vec<(&str, Vec<(u8, Vec<u8>, bool)>, Got)> = vec![
+    let cases: Vec<(&str, Vec<Frame>, Got)> = vec![
         (
             "1.x unmasked client text frame",
             vec![(TEXT, b"{}".to_vec(), false)],
