@@ -53,13 +53,12 @@ impl Commands {
                     MultipleNodeRoutingInfo::AllNodes,
                     Some(ResponsePolicy::OneSucceeded),
                 ));
-                let nodes = tokio::time::timeout(
+                let nodes = bounded(
+                    "CLUSTER NODES".into(),
                     limit,
                     c.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), any),
                 )
-                .await
-                .map_err(|_| format!("no node answered CLUSTER NODES within {limit:?}"))?
-                .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+                .await?;
                 let nodes: String = redis::FromRedisValue::from_redis_value(nodes)
                     .map_err(|e| format!("CLUSTER NODES: {e}"))?;
                 let mut down = Vec::new();
@@ -101,9 +100,9 @@ async fn bounded<T>(
     what: String,
     limit: Duration,
     op: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<(), String> {
+) -> Result<T, String> {
     match tokio::time::timeout(limit, op).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
         Err(_) => Err(format!("{what}: no answer within {limit:?}")),
     }
