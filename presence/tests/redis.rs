@@ -13,6 +13,7 @@ use teamhub_presence::{
     ConnInfo, ConnKey, PresenceError, PresenceEvent, PresenceStore, RedisPresence, TeamPresence,
 };
 use teamhub_protocol::{TeamId, UserId};
+use teamhub_redis::testing::CutProxy;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -92,8 +93,8 @@ async fn teams_are_isolated_and_snapshots_sorted() {
 /// Presence on a Redis that went away answers `Unavailable`, and Redis is left as it was.
 #[tokio::test]
 async fn unreachable_redis_is_unavailable() {
-    let proxy = Proxy::start().await;
-    let redis = layer(&proxy.url).await;
+    let proxy = CutProxy::start(&redis_url()).await;
+    let redis = layer(proxy.url()).await;
     let (tx, _rx) = unbounded_channel();
     let store = RedisPresence::connect(&redis, &prefix("down"), "n", Duration::from_secs(15), tx)
         .await
@@ -404,72 +405,6 @@ async fn a_swept_live_connection_is_joined_again() {
     assert_quiet(&mut ea, Duration::from_millis(200), "a").await;
 }
 
-/// A TCP proxy in front of Redis whose connections the test can cut, as a network
-/// failure would (the shared Redis stays untouched).
-struct Proxy {
-    url: String,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    /// While set, new connections are accepted and closed at once.
-    down: Arc<std::sync::atomic::AtomicBool>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let upstream = redis_url();
-        let target = upstream
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
-        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let accept = tokio::spawn({
-            let (conns, down) = (conns.clone(), down.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if down.load(Ordering::SeqCst) {
-                        continue; // dropping `inbound` closes it
-                    }
-                    let target = target.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(task);
-                }
-            }
-        });
-        Self {
-            url,
-            conns,
-            down,
-            accept,
-        }
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    /// Drops every proxied connection; new ones are still accepted.
-    fn cut(&self) {
-        for task in self.conns.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 /// When its connections to Redis break, a node reconnects, subscribes again to the teams
 /// it hosts, announces what changed while it could not listen (one catch-up event,
 /// numbered by the snapshot it read) and goes on receiving events; its commands work
@@ -477,10 +412,10 @@ impl Drop for Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_catches_up_after_losing_its_connections() {
     let p = prefix("reconnect");
-    let proxy = Proxy::start().await;
+    let proxy = CutProxy::start(&redis_url()).await;
     let (tx, mut ea) = unbounded_channel();
     let a = RedisPresence::connect(
-        &layer(&proxy.url).await,
+        &layer(proxy.url()).await,
         &p,
         "a",
         Duration::from_secs(15),

@@ -986,6 +986,79 @@ fn certificate_authority(
     Ok((cert, Issuer::new(params, key)))
 }
 
+/// A TCP proxy in front of a Redis whose connections a test can cut and refuse, as a
+/// network failure would (the Redis behind it keeps its data and other clients).
+/// Needs a Tokio runtime; stops on drop.
+pub struct CutProxy {
+    url: String,
+    conns: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// While set, new connections are accepted and closed at once.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// A proxy to `upstream` (`redis://host:port`) on a free loopback port.
+    pub async fn start(upstream: &str) -> CutProxy {
+        let target = upstream
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let conns = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept = tokio::spawn({
+            let (conns, down) = (conns.clone(), down.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropping `inbound` closes it
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task);
+                }
+            }
+        });
+        CutProxy {
+            url,
+            conns,
+            down,
+            accept,
+        }
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Refuses new connections (`true`) or lets them in again; open ones stay.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Drops every proxied connection; new ones are still accepted unless down.
+    pub fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,20 @@ async fn cluster(n: usize) -> Vec<TestHub> {
     nodes
 }
 
+/// Revokes user `mal` in team `t` through `node`'s REST API, as `admin`.
+async fn revoke_mal(node: &TestHub, admin: &str) {
+    let a = call(
+        node,
+        "POST",
+        "/api/v1/teams/t/members/mal/revoke",
+        Some(admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+}
+
 async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(EVERYWHERE, fut)
         .await
@@ -130,16 +144,7 @@ async fn revoking_kicks_on_every_node_and_every_node_refuses_old_tokens() {
     let joined = watcher.expect_diff().await;
     assert_eq!(joined.joins[0].user.as_str(), "mal");
 
-    let a = call(
-        &nodes[0],
-        "POST",
-        "/api/v1/teams/t/members/mal/revoke",
-        Some(&admin),
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 200);
+    revoke_mal(&nodes[0], &admin).await;
     for c in &mut victims {
         let k = within("the kick", c.expect_kicked()).await;
         assert_eq!((k.team.as_str(), k.reason), ("t", KickReason::Revoked));
@@ -238,16 +243,7 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node() {
     victim.join("t").await;
 
     redis.stop();
-    let a = call(
-        &nodes[0],
-        "POST",
-        "/api/v1/teams/t/members/mal/revoke",
-        Some(&admin),
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
+    revoke_mal(&nodes[0], &admin).await;
     // One poll period, plus the request's own time: the contract's second.
     let k = tokio::time::timeout(Duration::from_secs(2), victim.expect_kicked())
         .await
@@ -255,81 +251,19 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node() {
     assert_eq!((k.team.as_str(), k.reason), ("t", KickReason::Revoked));
 }
 
-/// A TCP proxy in front of the shared Redis whose connections the test can cut and
-/// refuse, as a network failure would (Redis keeps its data).
-struct RedisProxy {
-    url: String,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl RedisProxy {
-    async fn start() -> Self {
-        let upstream = redis_url();
-        let target = upstream
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let accept = tokio::spawn({
-            let (conns, down) = (conns.clone(), down.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if down.load(std::sync::atomic::Ordering::SeqCst) {
-                        continue; // dropping `inbound` refuses it
-                    }
-                    let target = target.clone();
-                    conns.lock().unwrap().push(tokio::spawn(async move {
-                        if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                        }
-                    }));
-                }
-            }
-        });
-        RedisProxy {
-            url,
-            conns,
-            down,
-            accept,
-        }
-    }
-
-    /// Cuts every connection and refuses new ones (`true`), or lets them in again.
-    fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
-        if down {
-            for task in self.conns.lock().unwrap().drain(..) {
-                task.abort();
-            }
-        }
-    }
-}
-
-impl Drop for RedisProxy {
-    fn drop(&mut self) {
-        self.set_down(true);
-        self.accept.abort();
-    }
-}
-
 /// A pattern change made while the broker is unreachable is stored (the write
 /// succeeds), and its `pattern.updated` notice reaches sockets on the other node soon
 /// after the broker is back: the writer retries it in the background.
 #[tokio::test]
 async fn a_pattern_notice_made_while_redis_is_down_arrives_after_it_returns() {
-    let proxy = RedisProxy::start().await;
+    let proxy = teamhub_redis::testing::CutProxy::start(&redis_url()).await;
     let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
     let pg = TestHub::postgres_schema().await;
     let mut nodes = Vec::new();
     for id in ["n0", "n1"] {
         let args = [
             "--redis-url",
-            &proxy.url,
+            proxy.url(),
             "--redis-key-prefix",
             &prefix,
             "--node-id",
@@ -342,6 +276,7 @@ async fn a_pattern_notice_made_while_redis_is_down_arrives_after_it_returns() {
     watcher.join("t").await;
 
     proxy.set_down(true);
+    proxy.cut();
     let a = call(
         &nodes[0],
         "PUT",
