@@ -123,6 +123,34 @@ async def test_a_refused_token_exits_2(hub: Hub, tmp_path: Path) -> None:
     assert done.returncode == 2 and "unauthorized" in done.stderr
 
 
+async def test_token_command_supplies_the_token(hub: Hub, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(hub.token("ann", {"t": "viewer"}) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "teamhub",
+            "patterns",
+            "pull",
+            "--url",
+            hub.url,
+            "--team",
+            "t",
+            "--dir",
+            "lib",
+            "--token-command",
+            f"cat {tmp_path / 'token'}",
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "TEAMHUB_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "t: at version 0, 0 patterns" in done.stderr
+
+
 async def test_watch_applies_changes_live_until_sigterm(hub: Hub, tmp_path: Path) -> None:
     token = hub.token("ann", {"t": "viewer"})
     bob = hub.token("bob", {"t": "editor"})

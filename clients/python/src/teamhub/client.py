@@ -511,7 +511,14 @@ class Client:
         results = await asyncio.gather(*(self._join_on(ws, t) for t in teams), return_exceptions=True)
         outcome: dict[str, RejoinResult] = {}
         for t, r in zip(teams, results, strict=True):
-            if isinstance(r, ConnectionLost | RequestTimeout | asyncio.CancelledError):
+            if isinstance(r, RequestTimeout):
+                # The node took a join but does not answer it: start over elsewhere
+                # (or later) rather than sit on a socket that misses a team.
+                log.warning("teamhub: rejoining %s timed out; reconnecting", t.name)
+                with contextlib.suppress(Exception):
+                    await ws.close(1000, "rejoin timed out")
+                return
+            if isinstance(r, ConnectionLost | asyncio.CancelledError):
                 return  # this socket is done for; the next one rejoins
             if isinstance(r, TeamhubError):
                 outcome[t.name] = RejoinResult(False, 0, r)
