@@ -88,7 +88,8 @@ pub struct Node {
     pub auth: Authenticator,
     pub origins: OriginPolicy,
     /// Local connections per team. Change a team's membership only through
-    /// [`Node::host`] and [`Node::unhost`], which keep the broker's subscription in step.
+    /// [`Node::host`] and [`Node::unhost`], which keep the broker's and presence's
+    /// subscriptions in step.
     pub registry: Registry,
     hosting: Hosting,
     pub broker: Arc<dyn Broker>,
@@ -165,25 +166,30 @@ impl Node {
         }
     }
 
-    /// Joins a connection to a team on this node: registry and broker subscription
-    /// together, under the team's lock (`hosting.rs`). On error nothing changed.
+    /// Joins a connection to a team on this node: registry, broker and presence
+    /// subscriptions together, under the team's lock (`hosting.rs`). On error nothing
+    /// changed.
     pub async fn host(
         &self,
         team: &TeamId,
         conn: u64,
         sub: Subscriber,
-    ) -> Result<(), crate::broker::BrokerError> {
-        self.hosting
-            .join(&self.registry, &*self.broker, team, conn, sub)
-            .await
+    ) -> Result<(), crate::hosting::HostError> {
+        self.hosting.join(self.seams(), team, conn, sub).await
     }
 
-    /// Removes a connection from a team; the last one ends the node's subscription.
+    /// Removes a connection from a team; the last one ends the node's subscriptions.
     /// False when it was not joined.
     pub async fn unhost(&self, team: &TeamId, conn: u64) -> bool {
-        self.hosting
-            .leave(&self.registry, &*self.broker, team, conn)
-            .await
+        self.hosting.leave(self.seams(), team, conn).await
+    }
+
+    fn seams(&self) -> crate::hosting::Seams<'_> {
+        crate::hosting::Seams {
+            registry: &self.registry,
+            broker: &*self.broker,
+            presence: &*self.presence,
+        }
     }
 
     pub fn conn_key(&self) -> ConnKey {

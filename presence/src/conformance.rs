@@ -55,6 +55,7 @@ impl Subject {
 /// event, with its origin, and the snapshot agrees.
 pub async fn first_connection_joins_last_leaves(s: &mut Subject) {
     let t = team("c1");
+    s.store.host(&t).await.unwrap();
     let change = s.store.join(&t, conn("n1", 1, "ann")).await.unwrap();
     assert_eq!(change.joined.as_ref().map(|e| e.user.as_str()), Some("ann"));
     let ev = s.next_event().await;
@@ -115,6 +116,8 @@ pub async fn first_connection_joins_last_leaves(s: &mut Subject) {
 /// Joining an existing key or leaving an unknown one changes nothing and emits nothing.
 pub async fn retries_are_harmless(s: &mut Subject) {
     let t = team("c2");
+    s.store.host(&t).await.unwrap();
+    s.store.host(&t).await.expect("hosting twice is harmless");
     s.store.join(&t, conn("n1", 1, "ann")).await.unwrap();
     s.next_event().await;
     let again = s.store.join(&t, conn("n1", 1, "ann")).await.unwrap();
@@ -151,6 +154,7 @@ pub async fn retries_are_harmless(s: &mut Subject) {
 /// one per user-level change, and the last version equals the snapshot's.
 pub async fn events_are_ordered_under_concurrency(s: &mut Subject) {
     let t = team("c3");
+    s.store.host(&t).await.unwrap();
     let mut tasks = Vec::new();
     for u in 0..8u64 {
         let store = s.store.clone();
@@ -193,6 +197,8 @@ pub async fn events_are_ordered_under_concurrency(s: &mut Subject) {
 /// Teams do not see each other's users; the snapshot is sorted and carries name and meta.
 pub async fn teams_are_isolated_and_snapshots_sorted(s: &mut Subject) {
     let (a, b) = (team("c4-a"), team("c4-b"));
+    s.store.host(&a).await.unwrap();
+    s.store.host(&b).await.unwrap();
     let mut zed = conn("n1", 1, "zed");
     zed.meta = serde_json::json!({"status": "away"}).as_object().cloned();
     s.store.join(&a, zed).await.unwrap();

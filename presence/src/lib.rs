@@ -85,8 +85,20 @@ pub enum PresenceError {
 /// - `join` of a key already present only updates its info (no event); `leave` of an
 ///   unknown key is a no-op (no event). So retries are harmless.
 /// - `snapshot` returns the users sorted by id and the version they reflect.
+/// - Events reach this node for the teams it [hosts](PresenceStore::host): the node's
+///   hosting owner (the hub's `Hosting`, which also holds the registry and the broker
+///   subscription) calls `host` before a team's first local join and `unhost` after its
+///   last local leave, one call at a time per team. A store that sees every change
+///   anyway (the in-process one) has nothing to do there.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
+    /// This node now hosts `team`: from when this returns, every event of the team
+    /// reaches the node, including those of the joins about to be made.
+    async fn host(&self, team: &TeamId) -> Result<(), PresenceError>;
+    /// This node no longer hosts `team` (its last local connection has left): its
+    /// events may stop. Never fails: a store that cannot stop listening drops what
+    /// still arrives.
+    async fn unhost(&self, team: &TeamId);
     async fn join(&self, team: &TeamId, conn: ConnInfo) -> Result<Change, PresenceError>;
     async fn leave(&self, team: &TeamId, key: &ConnKey) -> Result<Change, PresenceError>;
     async fn snapshot(&self, team: &TeamId) -> Result<Snapshot, PresenceError>;

@@ -44,6 +44,13 @@ impl MemoryPresence {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
+    /// Every change happens in this process, so every event is seen anyway.
+    async fn host(&self, _team: &TeamId) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    async fn unhost(&self, _team: &TeamId) {}
+
     async fn join(&self, team: &TeamId, conn: ConnInfo) -> Result<Change, PresenceError> {
         let origin = conn.key.clone();
         let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,16 +10,16 @@
 //!   [`PresenceStore`], stretched across processes.
 //! - **Events travel by pub/sub, to the nodes that care.** The store listens on the
 //!   node's one pub/sub connection (the Redis layer, `teamhub-redis`; sharded pub/sub
-//!   in a Redis Cluster). It SUBSCRIBEs to a team's channel when the first local
-//!   connection joins that team, *before* running the join script (so this node sees its
-//!   own join), and UNSUBSCRIBEs after the last local one has left. Redis delivers one
-//!   channel's messages in publish order, and the subscriber task forwards them to the
-//!   node's channel in the order received, so each node gets every event of the teams it
-//!   hosts in version order. `join` and `leave` return only once their own event has been
-//!   forwarded (bounded by [`DELIVERY_WAIT`]), as with the in-process store.
-//!   Subscription changes are made by that single task, which compares what it is
-//!   subscribed to with what the node hosts *now*, so racing joins and leaves always
-//!   settle on the right subscriptions without holding a lock across `.await`.
+//!   in a Redis Cluster). Whether this node hosts a team is not decided here: the hub's
+//!   hosting owner calls [`PresenceStore::host`] before the team's first local join
+//!   (SUBSCRIBE, confirmed before it returns, so this node sees its own join) and
+//!   [`PresenceStore::unhost`] after its last local leave (UNSUBSCRIBE), one at a time
+//!   per team under its lock. Redis delivers one channel's messages in publish order, and
+//!   the subscriber task forwards them to the node's channel in the order received, so
+//!   each node gets every event of the teams it hosts in version order. `join` and
+//!   `leave` return only once their own event has been forwarded (bounded by
+//!   [`DELIVERY_WAIT`]), as with the in-process store. Subscription changes are made by
+//!   that single task, in the order they were asked for.
 //! - **Connections expire unless refreshed.** Each connection has an expiry (Redis time,
 //!   so node clocks do not matter). A background task refreshes this node's connections
 //!   every TTL/3 and sweeps the teams it hosts: the sweep is a script that removes expired
@@ -117,8 +117,8 @@ struct Inner {
     prefix: String,
     node: Arc<str>,
     ttl: Duration,
-    /// Team -> the connections this node holds in it. The subscriber task subscribes to
-    /// exactly the teams present here. A std mutex: never held across `.await`.
+    /// Team -> the connections this node joined to it: what the refresh loop refreshes,
+    /// repairs and sweeps. A std mutex: never held across `.await`.
     local: Mutex<HashMap<TeamId, HashMap<ConnKey, LocalConn>>>,
     /// Requests to the subscriber task.
     subs: mpsc::UnboundedSender<SubCmd>,
@@ -130,11 +130,17 @@ struct Inner {
     events: mpsc::UnboundedSender<PresenceEvent>,
 }
 
-/// "Make the subscription of `team` match whether this node hosts it", optionally
-/// acknowledged once done.
-struct SubCmd {
-    team: TeamId,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+/// What the subscriber task is asked to do.
+enum SubCmd {
+    /// Subscribe to the team's channel (if not yet) and acknowledge once confirmed.
+    Host {
+        team: TeamId,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    /// Unsubscribe from the team's channel.
+    Unhost { team: TeamId },
+    /// Retry a catch-up that failed, if the team is still hosted and stale.
+    CatchUp { team: TeamId },
 }
 
 fn unavailable(e: impl fmt::Display) -> PresenceError {
@@ -217,11 +223,6 @@ impl Inner {
         u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1)
-    }
-
-    fn hosts(&self, team: &TeamId) -> bool {
-        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.get(team).is_some_and(|t| !t.is_empty())
     }
 
     /// Runs one Redis operation with the layer's timeout.
@@ -311,13 +312,13 @@ impl Inner {
     }
 
     /// Asks the subscriber task to subscribe to `team` (this node hosts it) and waits for
-    /// the confirmation, so the events of the change about to be made reach this node.
-    async fn ensure_subscribed(&self, team: &TeamId) -> Result<(), PresenceError> {
+    /// the confirmation, so the events of the changes about to be made reach this node.
+    async fn subscribe(&self, team: &TeamId) -> Result<(), PresenceError> {
         let (tx, rx) = oneshot::channel();
         self.subs
-            .send(SubCmd {
+            .send(SubCmd::Host {
                 team: team.clone(),
-                ack: Some(tx),
+                ack: tx,
             })
             .map_err(|_| unavailable("the presence subscriber has stopped"))?;
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await {
@@ -330,12 +331,10 @@ impl Inner {
         }
     }
 
-    /// Asks the subscriber task to bring `team`'s subscription in line, without waiting.
-    fn resync(&self, team: &TeamId) {
-        let _ = self.subs.send(SubCmd {
-            team: team.clone(),
-            ack: None,
-        });
+    /// Asks the subscriber task for `cmd`, without waiting. A stopped task has nothing
+    /// left to listen to.
+    fn ask(&self, cmd: SubCmd) {
+        let _ = self.subs.send(cmd);
     }
 
     fn delivered(&self, team: &TeamId) -> u64 {
@@ -427,7 +426,7 @@ impl RedisPresence {
 
     /// Stops the background tasks (refresh, sweep, subscriber) without leaving: a
     /// draining node leaves its connections first, then calls this. Idempotent; also
-    /// done on drop. Afterwards `join` fails with `Unavailable`; `leave` and `snapshot`
+    /// done on drop. Afterwards `host` fails with `Unavailable`; `leave` and `snapshot`
     /// still work, but no event is forwarded any more.
     pub fn shutdown(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
@@ -450,11 +449,19 @@ impl Drop for RedisPresence {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
+    async fn host(&self, team: &TeamId) -> Result<(), PresenceError> {
+        self.inner.subscribe(team).await
+    }
+
+    async fn unhost(&self, team: &TeamId) {
+        self.inner.ask(SubCmd::Unhost { team: team.clone() });
+    }
+
     async fn join(&self, team: &TeamId, conn: ConnInfo) -> Result<Change, PresenceError> {
         let inner = &self.inner;
-        // Recorded before the script runs, so the team is subscribed to (the subscriber
-        // task subscribes to exactly the hosted teams) when the join's event is
-        // published. `previous` is what to restore if the join fails.
+        // Recorded before the script runs (not live yet: the refresh loop leaves it
+        // alone until the join has succeeded). `previous` is what to restore if the join
+        // fails.
         let previous = {
             let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
             let conns = local.entry(team.clone()).or_default();
@@ -472,11 +479,7 @@ impl PresenceStore for RedisPresence {
                 }
             }
         };
-        let result = match inner.ensure_subscribed(team).await {
-            Ok(()) => inner.run_join(team, &conn).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match inner.run_join(team, &conn).await {
             Ok(change) => {
                 {
                     let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
@@ -509,6 +512,7 @@ impl PresenceStore for RedisPresence {
         let (is_local, subscribed) = {
             let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
             let conns = local.get_mut(team);
+            // A team with connections joined here is hosted, so subscribed to.
             let subscribed = conns.as_ref().is_some_and(|t| !t.is_empty());
             // Not live any more: the refresh loop must neither refresh nor repair it.
             let is_local = conns
@@ -539,25 +543,14 @@ impl PresenceStore for RedisPresence {
     }
 }
 
-/// Forgets a local connection; unsubscribes from the team if it was the last one.
+/// Forgets a local connection (and the team, with its last one).
 fn remove_local(inner: &Inner, team: &TeamId, key: &ConnKey) {
-    let now_empty = {
-        let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        match local.get_mut(team) {
-            Some(conns) => {
-                conns.remove(key);
-                if conns.is_empty() {
-                    local.remove(team);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
+    let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(conns) = local.get_mut(team) {
+        conns.remove(key);
+        if conns.is_empty() {
+            local.remove(team);
         }
-    };
-    if now_empty {
-        inner.resync(team);
     }
 }
 
@@ -595,11 +588,21 @@ impl Subscriber {
                     Some(Delivery::Message { payload, .. }) => self.forward(&payload),
                     Some(Delivery::Resubscribed { channel }) => self.resubscribed(&channel).await,
                 },
-                cmd = cmds.recv() => {
-                    let Some(SubCmd { team, ack }) = cmd else { return };
-                    let result = self.sync(&team).await;
-                    if let Some(ack) = ack {
+                cmd = cmds.recv() => match cmd {
+                    None => return,
+                    Some(SubCmd::Host { team, ack }) => {
+                        let result = self.host(&team).await;
                         let _ = ack.send(result.map_err(|e| e.to_string()));
+                    }
+                    Some(SubCmd::Unhost { team }) => {
+                        if let Err(e) = self.unhost(&team).await {
+                            tracing::warn!(team = team.as_str(), error = %e, "presence unsubscribe failed");
+                        }
+                    }
+                    Some(SubCmd::CatchUp { team }) => {
+                        if self.teams.get(&team).is_some_and(|t| t.stale) {
+                            let _ = self.catch_up(&team).await;
+                        }
                     }
                 }
             }
@@ -622,11 +625,11 @@ impl Subscriber {
         }
     }
 
-    /// Makes the subscription of `team` match whether this node hosts it now.
-    async fn sync(&mut self, team: &TeamId) -> Result<(), teamhub_redis::RedisError> {
-        let want = self.inner.hosts(team);
-        match (want, self.teams.get(team).map(|t| t.stale)) {
-            (true, None) => {
+    /// Subscribes to `team`'s channel unless already subscribed, and reads the view a
+    /// later catch-up compares with.
+    async fn host(&mut self, team: &TeamId) -> Result<(), teamhub_redis::RedisError> {
+        match self.teams.get(team).map(|t| t.stale) {
+            None => {
                 self.subscriptions
                     .subscribe(&self.inner.channel(team), ChannelKind::Team)
                     .await?;
@@ -635,27 +638,30 @@ impl Subscriber {
                     ..Subscribed::default()
                 };
                 self.teams.insert(team.clone(), sub);
-                // Failure leaves it stale, retried on the next sync; the subscription,
-                // which is what the caller waits for, is in place.
+                // Failure leaves it stale, retried by the maintenance round; the
+                // subscription, which is what the caller waits for, is in place.
                 let _ = self.catch_up(team).await;
             }
-            (true, Some(true)) => {
+            Some(true) => {
                 let _ = self.catch_up(team).await;
             }
-            (false, Some(_)) => {
-                self.teams.remove(team);
-                self.inner
-                    .delivered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(team);
-                self.subscriptions
-                    .unsubscribe(&self.inner.channel(team), ChannelKind::Team)
-                    .await?;
-            }
-            (false, None) | (true, Some(false)) => {}
+            Some(false) => {}
         }
         Ok(())
+    }
+
+    async fn unhost(&mut self, team: &TeamId) -> Result<(), teamhub_redis::RedisError> {
+        if self.teams.remove(team).is_none() {
+            return Ok(());
+        }
+        self.inner
+            .delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(team);
+        self.subscriptions
+            .unsubscribe(&self.inner.channel(team), ChannelKind::Team)
+            .await
     }
 
     fn forward(&mut self, payload: &[u8]) {
@@ -832,7 +838,7 @@ async fn maintain_round(inner: &Inner) {
             tracing::warn!(team = team.as_str(), error = %e, "presence sweep failed");
         }
         // Lets the subscriber retry a catch-up that failed.
-        inner.resync(&team);
+        inner.ask(SubCmd::CatchUp { team });
     }
 }
 

@@ -163,6 +163,7 @@ async fn two_nodes_share_one_view() {
         (&b, info("b", 1, "yara", None)),
     ] {
         model.join(conn.clone());
+        store.host(&t).await.unwrap();
         store.join(&t, conn).await.unwrap();
     }
     let first = next(&mut ea, "a").await;
@@ -258,6 +259,38 @@ async fn two_nodes_share_one_view() {
     assert_eq!(users, ["xavier", "yara"]);
 }
 
+/// A node that no longer hosts a team stops receiving its events; hosting it again
+/// starts them again, from the team's current state.
+#[tokio::test]
+async fn an_unhosted_team_is_silent() {
+    let p = prefix("unhost");
+    let ttl = Duration::from_secs(15);
+    let (a, mut ea) = node(&p, "a", ttl).await;
+    let (b, mut eb) = node(&p, "b", ttl).await;
+    let t = team("unhost");
+    a.host(&t).await.unwrap();
+    b.host(&t).await.unwrap();
+    b.join(&t, info("b", 1, "bob", None)).await.unwrap();
+    next(&mut ea, "a").await;
+    next(&mut eb, "b").await;
+
+    a.unhost(&t).await;
+    b.join(&t, info("b", 2, "carol", None)).await.unwrap();
+    let carol = next(&mut eb, "b").await;
+    assert_eq!(carol.joins[0].user.as_str(), "carol");
+    // Unhosting is ordered with hosting on a's subscriber: once a hosts the team again,
+    // anything still queued from before has been dropped or forwarded.
+    a.host(&t).await.unwrap();
+    assert!(
+        ea.try_recv().is_err(),
+        "a received an event of a team it did not host"
+    );
+    b.leave(&t, &key("b", 2)).await.unwrap();
+    let left = next(&mut ea, "a").await;
+    assert_eq!(left, next(&mut eb, "b").await);
+    assert_eq!(left.leaves[0].user.as_str(), "carol");
+}
+
 /// A node that dies without a word (its store dropped: no leave, no refresh) has its
 /// users leave on the surviving nodes within two TTLs, announced exactly once even
 /// though two survivors sweep; a user also connected through a survivor stays.
@@ -269,11 +302,14 @@ async fn a_dead_nodes_users_leave_within_two_ttls() {
     let (b, mut eb) = node(&p, "b", ttl).await;
     let (c, mut ec) = node(&p, "c", ttl).await;
     let t = team("death");
+    a.host(&t).await.unwrap();
 
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     a.join(&t, info("a", 2, "dave", None)).await.unwrap();
+    b.host(&t).await.unwrap();
     b.join(&t, info("b", 1, "ann", None)).await.unwrap();
     b.join(&t, info("b", 2, "carol", None)).await.unwrap();
+    c.host(&t).await.unwrap();
     c.join(&t, info("c", 1, "erin", None)).await.unwrap();
     // b saw carol and erin join; c saw erin join.
     for _ in 0..2 {
@@ -320,6 +356,7 @@ async fn live_connections_outlive_the_ttl() {
     let ttl = Duration::from_millis(600);
     let (a, mut ea) = node(&p, "a", ttl).await;
     let t = team("refresh");
+    a.host(&t).await.unwrap();
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     next(&mut ea, "a").await;
     // An absence: three TTLs in which no leave may come.
@@ -334,6 +371,7 @@ async fn entries_round_trip_through_redis_unchanged() {
     let p = prefix("meta");
     let (a, mut ea) = node(&p, "a", Duration::from_secs(15)).await;
     let t = team("meta");
+    a.host(&t).await.unwrap();
     let meta = serde_json::json!({
         "empty": {},
         "list": [],
@@ -367,6 +405,7 @@ async fn a_swept_live_connection_is_joined_again() {
     // A long TTL, so the background refresh (every TTL/3) does not run mid-test.
     let (a, mut ea) = node(&p, "a", Duration::from_secs(300)).await;
     let t = team("repair");
+    a.host(&t).await.unwrap();
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     let joined = next(&mut ea, "a").await;
 
@@ -425,8 +464,10 @@ async fn a_node_catches_up_after_losing_its_connections() {
     .expect("connect through the proxy");
     let (b, mut eb) = node(&p, "b", Duration::from_secs(15)).await;
     let t = team("reconnect");
+    a.host(&t).await.unwrap();
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     next(&mut ea, "a").await;
+    b.host(&t).await.unwrap();
     b.join(&t, info("b", 1, "bob", None)).await.unwrap();
     next(&mut ea, "a").await;
     next(&mut eb, "b").await;
@@ -483,6 +524,7 @@ async fn versions_keep_increasing_after_redis_loses_the_team() {
     let p = prefix("dataloss");
     let (a, mut ea) = node(&p, "a", Duration::from_secs(300)).await;
     let t = team("dataloss");
+    a.host(&t).await.unwrap();
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     a.join(&t, info("a", 2, "bob", None)).await.unwrap();
     next(&mut ea, "a").await;
@@ -517,21 +559,22 @@ async fn versions_keep_increasing_after_redis_loses_the_team() {
     assert!(snap.version > before);
 }
 
-/// After `shutdown` (the end of a drain) joins are refused and leaves neither hang nor
-/// fail.
+/// After `shutdown` (the end of a drain) no team can be hosted any more, and leaves
+/// neither hang nor fail.
 #[tokio::test]
 async fn shutdown_stops_the_store() {
     let p = prefix("shutdown");
     let (a, mut ea) = node(&p, "a", Duration::from_secs(15)).await;
     let t = team("shutdown");
+    a.host(&t).await.unwrap();
     a.join(&t, info("a", 1, "ann", None)).await.unwrap();
     next(&mut ea, "a").await;
     a.shutdown();
     a.shutdown(); // idempotent
     let err = a
-        .join(&t, info("a", 2, "bob", None))
+        .host(&team("shutdown-2"))
         .await
-        .expect_err("no joins after shutdown");
+        .expect_err("no hosting after shutdown");
     assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");
     let started = Instant::now();
     let change = a.leave(&t, &key("a", 1)).await.unwrap();

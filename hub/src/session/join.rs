@@ -132,15 +132,16 @@ impl Session {
         true
     }
 
-    /// Undoes registry and presence membership (both idempotent).
+    /// Undoes presence and registry membership (both idempotent). Presence first: the
+    /// node still hosts the team then, so the leave's own event reaches it.
     pub(super) async fn forget(&mut self, team: &TeamId) {
         let node = self.node.clone();
-        node.unhost(team, self.key.conn).await;
         match node.presence.leave(team, &self.key).await {
             Ok(change) if change.left.is_some() => self.record_presence(team, "presence.left"),
             Ok(_) => {}
             Err(e) => tracing::warn!(%team, error = %e, "presence leave failed"),
         }
+        node.unhost(team, self.key.conn).await;
     }
 
     fn record_presence(&self, team: &TeamId, action: &str) {
