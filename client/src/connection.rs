@@ -12,14 +12,15 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use teamhub_protocol::{ClientFrame, SUBPROTOCOL, SeedFrame, ServerFrame};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::ClientError;
+use crate::{ClientError, TlsConfig};
 
 /// How long [`Connection::close`] waits for the server's half of the closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,8 +41,8 @@ pub enum TokenPlacement {
 /// Build with [`ConnectOptions::new`] and the setters, or fill the fields directly.
 #[derive(Clone)]
 pub struct ConnectOptions {
-    /// `ws://host:port/ws`, or `ws://host:port/ws/{team}` for the seed endpoint. Only
-    /// plain `ws://` is supported: run TLS in front of the hub, not in this client.
+    /// `ws://host:port/ws`, or `ws://host:port/ws/{team}` for the seed endpoint;
+    /// `wss://` speaks TLS, trusting [`ConnectOptions::tls`].
     pub url: String,
     /// A JWT or an API key (`thk_...`). `None` connects without credentials (the hub
     /// answers 401, which is what tests of that path want).
@@ -57,6 +58,9 @@ pub struct ConnectOptions {
     /// Largest message accepted from the server; `None` keeps tungstenite's default
     /// (64 MiB). A larger message makes [`Connection::recv`] fail.
     pub max_message_size: Option<usize>,
+    /// The roots a `wss://` URL trusts; `None` trusts the system's
+    /// ([`TlsConfig::system_roots`]). Ignored for `ws://`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ConnectOptions {
@@ -69,7 +73,13 @@ impl ConnectOptions {
             origin: None,
             bind_addr: None,
             max_message_size: None,
+            tls: None,
         }
+    }
+
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
@@ -114,6 +124,7 @@ impl fmt::Debug for ConnectOptions {
             .field("origin", &self.origin)
             .field("bind_addr", &self.bind_addr)
             .field("max_message_size", &self.max_message_size)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -165,7 +176,7 @@ pub enum RawIncoming {
 /// [`Connection::recv`] is being awaited, so a caller that stops reading will
 /// eventually be closed as idle (1001).
 pub struct Connection {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     subprotocol: Option<String>,
     local_addr: SocketAddr,
     /// Set once the connection ended; later `recv` calls report the same close.
@@ -215,6 +226,15 @@ impl Connection {
 
         let stream = open_tcp(&target, opts.bind_addr).await?;
         let local_addr = stream.local_addr()?;
+        let stream = if target.secure {
+            let tls = match &opts.tls {
+                Some(tls) => tls.clone(),
+                None => TlsConfig::system_roots()?,
+            };
+            MaybeTlsStream::Rustls(open_tls(&target, &tls, stream).await?)
+        } else {
+            MaybeTlsStream::Plain(stream)
+        };
         // tungstenite's 128 KiB default read buffer is zero-filled on every read: with
         // thousands of sockets per process that memset dominates the CPU profile.
         let mut config = WebSocketConfig::default().read_buffer_size(4096);
@@ -408,6 +428,8 @@ struct Target {
     host: String,
     port: u16,
     has_query: bool,
+    /// `wss://`.
+    secure: bool,
 }
 
 impl Target {
@@ -417,11 +439,11 @@ impl Target {
             reason: reason.to_owned(),
         };
         let uri: Uri = url.parse().map_err(|e| invalid(&format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => return Err(invalid("wss:// is not supported; use ws://")),
-            _ => return Err(invalid("expected a ws:// URL")),
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(invalid("expected a ws:// or wss:// URL")),
+        };
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants none.
         let host = host
@@ -430,8 +452,9 @@ impl Target {
             .to_owned();
         Ok(Target {
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if secure { 443 } else { 80 }),
             has_query: uri.query().is_some(),
+            secure,
         })
     }
 }
@@ -464,6 +487,33 @@ async fn open_tcp(target: &Target, bind_addr: Option<IpAddr>) -> Result<TcpStrea
     // Frames are small and latency-sensitive (ping rtt is measured through this).
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// The TLS handshake, verifying the server's certificate for the URL's host. A
+/// certificate that does not verify is [`ClientError::Tls`]: trying again cannot help.
+async fn open_tls(
+    target: &Target,
+    tls: &TlsConfig,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+        ClientError::Tls {
+            reason: format!("{:?} is not a valid TLS server name: {e}", target.host),
+        }
+    })?;
+    TlsConnector::from(tls.0.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            let refused = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map(|tls| format!("TLS handshake with {} failed: {tls}", target.host));
+            match refused {
+                Some(reason) => ClientError::Tls { reason },
+                None => ClientError::Io(e),
+            }
+        })
 }
 
 /// Errors that only mean the peer is gone, as opposed to a protocol or capacity fault.
@@ -524,7 +574,9 @@ mod tests {
         let t = Target::parse("ws://[::1]:9000/ws/team-1?x=1").unwrap();
         assert_eq!((t.host.as_str(), t.port, t.has_query), ("::1", 9000, true));
         assert_eq!(Target::parse("ws://localhost/ws").unwrap().port, 80);
-        for bad in ["wss://h/ws", "http://h/ws", "not a url", "/ws"] {
+        let secure = Target::parse("wss://hub.example.com/ws").unwrap();
+        assert_eq!((secure.port, secure.secure), (443, true));
+        for bad in ["https://h/ws", "http://h/ws", "not a url", "/ws"] {
             assert!(
                 matches!(Target::parse(bad), Err(ClientError::InvalidUrl { .. })),
                 "{bad}"

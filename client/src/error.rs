@@ -2,7 +2,7 @@
 //!
 //! Variants are split by what a caller does about them: fix the input
 //! ([`ClientError::InvalidUrl`], [`ClientError::InvalidId`]), get a new token or give up
-//! ([`ClientError::Http`]), react to the server's answer ([`ClientError::Server`]), or
+//! ([`ClientError::Http`]), fix the TLS set-up ([`ClientError::Tls`]), react to the server's answer ([`ClientError::Server`]), or
 //! reconnect ([`ClientError::Closed`], [`ClientError::Io`], [`ClientError::WebSocket`]).
 
 use std::time::Duration;
@@ -25,6 +25,12 @@ pub enum ClientError {
     /// what arrived with the response head (possibly truncated, often empty).
     #[error("handshake refused with HTTP {status}: {body}")]
     Http { status: u16, body: String },
+
+    /// The TLS handshake failed: the server's certificate does not verify against the
+    /// trusted roots or does not name the host, or the CA file is unusable. Not
+    /// transient: the same server is refused again until the configuration changes.
+    #[error("TLS: {reason}")]
+    Tls { reason: String },
 
     /// Resolving, binding or connecting the TCP socket failed.
     #[error("connection failed: {0}")]
@@ -123,7 +129,8 @@ impl ClientError {
             | ClientError::InvalidId(_)
             | ClientError::Json(_)
             | ClientError::UnexpectedReply { .. }
-            | ClientError::Token(_) => false,
+            | ClientError::Token(_)
+            | ClientError::Tls { .. } => false,
         }
     }
 }

@@ -45,12 +45,14 @@
 //! # }
 //! ```
 //!
-//! Not here yet: TLS (`wss://`; terminate TLS in front of the hub) and the REST API.
+//! `wss://` URLs speak TLS (rustls, pure Rust), trusting the system's roots or the CA
+//! of a [`TlsConfig`]. Not here: the REST API (the Python package has helpers for it).
 
 mod backoff;
 mod client;
 mod connection;
 mod error;
+mod tls;
 pub mod token;
 
 pub use backoff::{Backoff, Delays};
@@ -58,4 +60,5 @@ pub use client::{Client, ClientOptions, Event, JoinOptions, Reconnected, Rejoine
 pub use connection::{ConnectOptions, Connection, Incoming, RawIncoming, TokenPlacement};
 pub use error::ClientError;
 pub use teamhub_protocol as protocol;
+pub use tls::TlsConfig;
 pub use token::{ClaimsBuilder, claims_for, mint_hs256};

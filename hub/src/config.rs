@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// Address to serve HTTP and WebSocket on.
     #[arg(long, env = "TEAMHUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// PEM certificate chain: with --tls-key the node serves HTTPS and WSS only, and
+    /// reloads the pair for new connections whenever either file changes.
+    #[arg(long, env = "TEAMHUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TEAMHUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub jwt: JwtArgs,
     /// Redis URL; when set, several nodes act as one hub. In cluster mode a
@@ -222,6 +229,9 @@ pub struct ListenArgs {
     /// Largest reconnect delay, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub backoff_max_ms: u64,
+    /// PEM CA to trust for a wss:// URL instead of the system roots (a private CA).
+    #[arg(long, env = "TEAMHUB_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,5 +27,6 @@ pub mod retention;
 pub mod revocation;
 mod server;
 mod session;
+pub mod tls;
 
 pub use server::{DrainReport, Running, start, start_on};

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use teamhub_client::{Backoff, ClientError, ConnectOptions, Connection, Delays, Incoming};
+use teamhub_client::{
+    Backoff, ClientError, ConnectOptions, Connection, Delays, Incoming, TlsConfig,
+};
 use teamhub_protocol::{
     ClientFrame, ClientOp, CloseCode, ErrorCode, Join, MessageFrame, Reconnect, ReplyBody,
     ServerFrame, Since, TeamId,
@@ -37,6 +39,8 @@ pub struct ListenConfig {
     pub types: Vec<String>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// What a `wss://` URL trusts; `None` trusts the system's roots.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Why `listen` stopped for good.
@@ -56,24 +60,25 @@ pub enum ListenError {
     Closed { code: u16, reason: String },
     #[error("no team left to listen to (kicked from the last one)")]
     NoTeamLeft,
-    #[error("invalid url {0:?}: expected ws://HOST:PORT")]
+    #[error("invalid url {0:?}: expected ws://HOST:PORT or wss://HOST:PORT")]
     InvalidUrl(String),
+    #[error("{0}; not retrying")]
+    Tls(String),
 }
 
-/// Turns the node's base URL (`ws://host:port`, `http://host:port`, optionally already
-/// ending in `/ws`) into the socket URL.
+/// Turns the node's base URL (`ws://host:port`, `wss://`, `http://`, `https://`,
+/// optionally already ending in `/ws`) into the socket URL.
 pub fn socket_url(base: &str) -> Result<String, ListenError> {
     let trimmed = base.trim_end_matches('/');
-    let ws = if let Some(rest) = trimmed.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if trimmed.starts_with("ws://") {
-        trimmed.to_owned()
-    } else {
-        return Err(ListenError::InvalidUrl(base.to_owned()));
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some(("ws" | "http", rest)) => ("ws", rest),
+        Some(("wss" | "https", rest)) => ("wss", rest),
+        _ => return Err(ListenError::InvalidUrl(base.to_owned())),
     };
-    if ws.len() <= "ws://".len() {
+    if rest.is_empty() {
         return Err(ListenError::InvalidUrl(base.to_owned()));
     }
+    let ws = format!("{scheme}://{rest}");
     Ok(if ws.ends_with("/ws") {
         ws
     } else {
@@ -150,12 +155,15 @@ async fn connection(
     backoff: &mut Delays,
     out: &mut Printer,
 ) -> Result<Retry, ListenError> {
-    let opts = ConnectOptions::new(&config.ws_url).token(&config.token);
+    let mut opts = ConnectOptions::new(&config.ws_url).token(&config.token);
+    opts.tls = config.tls.clone();
     let mut conn = match Connection::connect(opts).await {
         Ok(conn) => conn,
         Err(ClientError::Http { status, body }) if matches!(status, 401 | 403) => {
             return Err(ListenError::Refused { status, body });
         }
+        // A certificate that does not verify fails the same way every time.
+        Err(e @ ClientError::Tls { .. }) => return Err(ListenError::Tls(e.to_string())),
         Err(e) => {
             return Ok(Retry {
                 immediately: false,
@@ -383,6 +391,10 @@ mod tests {
         );
         assert_eq!(socket_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert_eq!(socket_url("http://h:1").unwrap(), "ws://h:1/ws");
+        assert_eq!(socket_url("https://h:1").unwrap(), "wss://h:1/ws");
+        assert_eq!(socket_url("wss://h:1/ws").unwrap(), "wss://h:1/ws");
+        assert!(socket_url("wss://").is_err());
+        assert!(socket_url("ftp://h:1").is_err());
         assert!(socket_url("h:1").is_err());
         assert!(socket_url("ws://").is_err());
     }

@@ -97,14 +97,18 @@ fn development_banner(running: &teamhub::Running) {
         .mint(&user, Some("Developer".into()), teams, 24 * 3600)
         .unwrap_or_default();
     let addr = running.addr;
+    let (http, ws) = match running.scheme() {
+        "https" => ("https", "wss"),
+        _ => ("http", "ws"),
+    };
     tracing::warn!(
         "DEVELOPMENT MODE: no --jwt-secret or --jwt-public-key, so tokens are signed with a random secret that dies with this process. Do not use in production."
     );
     eprintln!(
-        "\n  teamhub is running in DEVELOPMENT MODE on http://{addr}\n\n  \
+        "\n  teamhub is running in DEVELOPMENT MODE on {http}://{addr}\n\n  \
          token (user dev, owner of team demo, 24h):\n    {token}\n\n  \
-         demo page:  http://{addr}/?token={token}\n  \
-         websocket:  ws://{addr}/ws?token=<token>\n"
+         demo page:  {http}://{addr}/?token={token}\n  \
+         websocket:  {ws}://{addr}/ws?token=<token>\n"
     );
 }
 
@@ -191,6 +195,12 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         types: args.types.into_iter().filter(|t| !t.is_empty()).collect(),
         backoff_initial: std::time::Duration::from_millis(args.backoff_initial_ms.max(1)),
         backoff_max: std::time::Duration::from_millis(args.backoff_max_ms.max(1)),
+        tls: args
+            .ca_cert
+            .as_ref()
+            .map(teamhub_client::TlsConfig::with_ca_file)
+            .transpose()
+            .context("--ca-cert")?,
     };
     teamhub::listen::run(config, shutdown_signal())
         .await

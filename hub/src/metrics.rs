@@ -29,6 +29,7 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder was installed first; then ours stays unused.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            crate::tls::describe();
             handle
         })
         .clone()

@@ -11,10 +11,13 @@ use tokio::task::JoinHandle;
 use crate::bootstrap::{self, Background};
 use crate::config::ServeArgs;
 use crate::node::Node;
+use crate::tls::{self, CertResolver, TlsFiles, TlsListener};
 
 /// A node that serves until drained.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The certificate in service when the node serves HTTPS and WSS.
+    pub tls: Option<Arc<CertResolver>>,
     pub node: Arc<Node>,
     server: JoinHandle<std::io::Result<()>>,
     background: Background,
@@ -39,18 +42,35 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// Starts serving on an already bound listener (tests bind port 0).
 pub async fn start_on(args: &ServeArgs, listener: TcpListener) -> anyhow::Result<Running> {
+    // A certificate that does not load stops the start before anything else is done.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            CertResolver::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .context("loading --tls-cert and --tls-key")?,
+        ),
+        _ => None,
+    };
     let (node, background) = bootstrap::build(args).await?;
     let addr = listener.local_addr()?;
-    let app = crate::http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = node.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
-    tracing::info!(node = %node.id, %addr, "serving");
+    let server = match &tls {
+        None => spawn_server(listener, node.clone()),
+        Some(resolver) => {
+            tokio::spawn(tls::watch(resolver.clone(), stop.clone()));
+            let listener = TlsListener::spawn(listener, resolver.server_config(), stop);
+            // `tap_io` lends the listener axum's `ConnectInfo<SocketAddr>`.
+            use axum::serve::ListenerExt;
+            spawn_server(listener.tap_io(|_| {}), node.clone())
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(node = %node.id, %addr, scheme, "serving");
     Ok(Running {
         addr,
+        tls,
         node,
         server,
         background,
@@ -58,7 +78,27 @@ pub async fn start_on(args: &ServeArgs, listener: TcpListener) -> anyhow::Result
     })
 }
 
+/// Serves the node's routes on `listener` until the node drains.
+fn spawn_server<L>(listener: L, node: Arc<Node>) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let stop = node.shutdown.clone();
+    let app = crate::http::router(node).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    })
+}
+
 impl Running {
+    /// `https` when the node serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Begins the drain (idempotent); [`Running::wait`] finishes it.
     pub fn drain(&self) {
         self.node.start_drain();

@@ -937,53 +937,91 @@ struct Pki {
 
 impl Pki {
     fn write(dir: &Path) -> Result<Pki, Box<dyn std::error::Error>> {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-
-        let (ca_cert, ca) = certificate_authority("teamhub test CA")?;
-        let (wrong_cert, _) = certificate_authority("teamhub unrelated CA")?;
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params
-            .extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ServerAuth);
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca)?;
+        let ca = TestCa::new("teamhub test CA")?;
+        let wrong = TestCa::new("teamhub unrelated CA")?;
+        let server = ca.issue(&["127.0.0.1", "localhost"])?;
         let pki = Pki {
             ca: dir.join("ca.pem"),
             wrong_ca: dir.join("wrong-ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server-key.pem"),
         };
-        fs::write(&pki.ca, ca_cert.pem())?;
-        fs::write(&pki.wrong_ca, wrong_cert.pem())?;
-        fs::write(&pki.cert, cert.pem())?;
-        fs::write(&pki.key, key.serialize_pem())?;
+        fs::write(&pki.ca, ca.pem())?;
+        fs::write(&pki.wrong_ca, wrong.pem())?;
+        fs::write(&pki.cert, &server.cert)?;
+        fs::write(&pki.key, &server.key)?;
         Ok(pki)
     }
 }
 
-fn certificate_authority(
-    name: &str,
-) -> Result<(rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>), rcgen::Error> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
+/// A private certificate authority made for a test (rcgen), issuing server
+/// certificates: for TLS to Redis, to Postgres and to the node itself.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
 
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert, Issuer::new(params, key)))
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestCa")
+    }
+}
+
+/// A server certificate and its key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct IssuedPair {
+    pub cert: String,
+    pub key: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Result<TestCa, rcgen::Error> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa {
+            cert,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA's certificate, what clients are told to trust.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses; the first is also
+    /// the common name), signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> Result<IssuedPair, rcgen::Error> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, *first);
+        }
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedPair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
 }
 
 /// A TCP proxy in front of a Redis whose connections a test can cut and refuse, as a

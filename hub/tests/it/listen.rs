@@ -105,14 +105,12 @@ fn lines(
 
 impl Listener {
     fn spawn(addr: SocketAddr, token: &str, args: &[&str]) -> Listener {
+        Self::spawn_url(&format!("ws://{addr}"), token, args)
+    }
+
+    fn spawn_url(url: &str, token: &str, args: &[&str]) -> Listener {
         let mut child = Command::new(BIN)
-            .args([
-                "listen",
-                "--url",
-                &format!("ws://{addr}"),
-                "--backoff-max-ms",
-                "200",
-            ])
+            .args(["listen", "--url", url, "--backoff-max-ms", "200"])
             .args(args)
             .env("TEAMHUB_TOKEN", token)
             .stdin(Stdio::null())
@@ -413,4 +411,40 @@ async fn an_api_key_works_as_its_token() {
     let frame = listen.frame().await;
     assert_eq!(message(&frame).1, "pattern.updated", "{frame}");
     assert_eq!(frame["data"]["name"], "button");
+}
+
+/// Over `wss://` with the CA given by `--ca-cert`, `listen` works as over `ws://`;
+/// without it (the system roots do not know the test's CA) it ends at once with a
+/// non-zero exit and says why, without retrying.
+#[tokio::test]
+async fn speaks_wss_and_refuses_a_certificate_it_cannot_verify() {
+    let tls = crate::tls::TlsNode::start().await;
+    let token = tls.hub.token("ann", &[("t", "editor")]);
+    let url = format!("wss://127.0.0.1:{}", tls.hub.addr.port());
+
+    let ca = tls.ca_path.display().to_string();
+    let mut listen = Listener::spawn_url(&url, &token, &["--team", "t", "--ca-cert", &ca]);
+    listen.joined("t").await;
+    let mut publisher = tls.client("bob", &[("t", "editor")]).await;
+    publisher.join("t").await;
+    let diff = listen.frame().await;
+    assert_eq!(diff["op"], "presence_diff", "{diff}");
+    publisher
+        .publish("t", "chat.msg", json!({"n": 1}), false)
+        .await;
+    let frame = listen.frame().await;
+    assert_eq!(message(&frame).1, "chat.msg", "{frame}");
+
+    let mut refused = Listener::spawn_url(&url, &token, &["--team", "t"]);
+    let (status, stderr) = refused.exit().await;
+    assert!(!status.success(), "{stderr:?}");
+    let said = stderr.join("\n");
+    assert!(
+        said.contains("TLS") && said.contains("not retrying"),
+        "says why: {said}"
+    );
+    assert!(
+        !said.contains("reconnecting"),
+        "a certificate that does not verify is not retried: {said}"
+    );
 }

@@ -30,3 +30,4 @@ mod revoke;
 mod rfc6455;
 mod rolling;
 mod seed;
+mod tls;
