@@ -19,6 +19,7 @@ mod limits;
 mod listen;
 mod openapi;
 mod patterns;
+mod postgres_tls;
 mod presence;
 mod process;
 mod reconnect;
