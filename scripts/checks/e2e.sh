@@ -13,6 +13,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
+if ! command -v openssl >/dev/null; then
+  log "installing openssl (the HTTPS test makes its certificates with it)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
 if [ ! -x /usr/bin/chromium ]; then
   log "installing chromium"
   apt-get update -qq

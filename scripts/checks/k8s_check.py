@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ KUBE_VERSIONS = ["1.30.0", "1.37.0"]
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas/servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): K8S / "schemas/prometheusrule-monitoring-v1.json",
+    ("cert-manager.io/v1", "Certificate"): K8S / "schemas/certificate-cert-manager-v1.json",
 }
 # Metrics the alerts may use that other exporters define.
 FOREIGN_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
@@ -194,6 +196,26 @@ def check_deployment(target, docs, envs, template_secret_keys):
         if not resolves(get.get("port")):
             fail(f"{target}: {probe} port {get.get('port')!r} is not the listen port {port}")
 
+    # TLS at the node: both files, from a whole Secret volume (a subPath mount never
+    # sees a renewal), and every probe, the ingress and the scrape speak HTTPS.
+    tls_files = [env.get("TEAMHUB_TLS_CERT"), env.get("TEAMHUB_TLS_KEY")]
+    tls = any(tls_files)
+    if tls and not all(tls_files):
+        fail(f"{target}: TEAMHUB_TLS_CERT and TEAMHUB_TLS_KEY go together")
+    scheme = "HTTPS" if tls else "HTTP"
+    for probe in PROBE_PATHS:
+        got = c.get(probe, {}).get("httpGet", {}).get("scheme", "HTTP")
+        if probe in c and got != scheme:
+            fail(f"{target}: {probe} scheme is {got}, the node serves {scheme}")
+    if tls:
+        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+        for f in filter(None, tls_files):
+            mount = [m for m in c.get("volumeMounts", []) if f.startswith(m["mountPath"].rstrip("/") + "/")]
+            if not mount or mount[0]["name"] not in secret_volumes:
+                fail(f"{target}: {f} is not in a mounted Secret volume")
+            elif "subPath" in mount[0]:
+                fail(f"{target}: {f} is mounted with subPath, which never sees a renewed certificate")
+
     mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
     if c.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
         fail(f"{target}: readOnlyRootFilesystem must be true")
@@ -257,12 +279,17 @@ def check_deployment(target, docs, envs, template_secret_keys):
         annotations = ing["metadata"].get("annotations", {})
         if any("affinity" in k for k in annotations):
             fail(f"{target}: Ingress must not use session affinity")
+        backend_protocol = annotations.get("nginx.ingress.kubernetes.io/backend-protocol", "HTTP")
+        if backend_protocol != scheme:
+            fail(f"{target}: Ingress backend-protocol is {backend_protocol}, the node serves {scheme}")
         if int(annotations.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60")) < 3600:
             fail(f"{target}: Ingress proxy-read-timeout below 3600 s cuts idle WebSockets")
     for sm in find(docs, "ServiceMonitor"):
         for ep in sm["spec"]["endpoints"]:
             if ep.get("port") not in svc_ports or ep.get("path") != "/metrics":
                 fail(f"{target}: ServiceMonitor endpoint {ep} is not Service port + /metrics")
+            if ep.get("scheme", "http").upper() != scheme:
+                fail(f"{target}: ServiceMonitor scrapes {ep.get('scheme', 'http')}, the node serves {scheme}")
     for np in find(docs, "NetworkPolicy"):
         if selects(np["spec"]["podSelector"].get("matchLabels")):
             for rule in np["spec"].get("ingress", []):
@@ -293,6 +320,19 @@ def run_binary(target, binary, env, probe_paths):
         })
         # Cluster services are not part of this check: a single node with SQLite.
         run_env.pop("TEAMHUB_REDIS_URL", None)
+        base, context = f"http://127.0.0.1:{port}", None
+        if run_env.get("TEAMHUB_TLS_CERT"):
+            # The Secret's files come from cert-manager in a cluster; here, a
+            # self-signed pair for 127.0.0.1 that the probes trust.
+            cert, key = f"{tmp}/tls.crt", f"{tmp}/tls.key"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True,
+            )
+            run_env.update({"TEAMHUB_TLS_CERT": cert, "TEAMHUB_TLS_KEY": key})
+            base, context = f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=cert)
         proc = subprocess.Popen([binary, "serve"], env=run_env, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30
@@ -303,7 +343,7 @@ def run_binary(target, binary, env, probe_paths):
                     return
                 for path in sorted(pending):
                     try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                        with urllib.request.urlopen(f"{base}{path}", timeout=2, context=context) as r:
                             if r.status == 200:
                                 pending.discard(path)
                     except OSError:
@@ -316,7 +356,7 @@ def run_binary(target, binary, env, probe_paths):
             if code != 0:
                 fail(f"{target}: teamhub serve exited {code} after SIGTERM, expected 0")
             else:
-                print(f"ok   {target}: teamhub serve with its settings answered {sorted(probe_paths)} and drained")
+                print(f"ok   {target}: teamhub serve with its settings answered {sorted(probe_paths)} over {base.split(':')[0]} and drained")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -385,15 +425,19 @@ def check_dashboard_and_docs():
     print(f"ok   dashboard uses {len(used)} of {len(names)} metrics, all defined; operations.md documents all")
 
 
-def self_test(binary, docs, envs, template_secret_keys):
+def _mutate(docs, fn):
+    d = copy.deepcopy(docs)
+    fn(d)
+    return d
+
+
+def self_test(binary, docs, prod_docs, envs, template_secret_keys):
     """Break the rendered dev overlay in several ways; each must be reported."""
     global failures, expecting_failures
     expecting_failures = True
 
     def mutate(path_fn):
-        d = copy.deepcopy(docs)
-        path_fn(d)
-        return d
+        return _mutate(docs, path_fn)
 
     def dep(d):
         return find(d, "Deployment", "teamhub")[0]
@@ -412,12 +456,29 @@ def self_test(binary, docs, envs, template_secret_keys):
         "service target": lambda d: find(d, "Service", "teamhub")[0]["spec"]["ports"][0].update(targetPort=81),
         "sticky ingress": lambda d: find(d, "Ingress")[0]["metadata"]["annotations"].update(
             {"nginx.ingress.kubernetes.io/affinity": "cookie"}),
+        "https probe of a plain node": lambda d: hub_container(dep(d))["readinessProbe"]["httpGet"].update(
+            scheme="HTTPS"),
+        "half a TLS pair": lambda d: hub_container(dep(d))["env"].append(
+            {"name": "TEAMHUB_TLS_CERT", "value": "/var/lib/teamhub/tls.crt"}),
+    }
+    def tls_mount(d):
+        return [m for m in hub_container(dep(d))["volumeMounts"] if m["name"] == "tls"][0]
+
+    # Breakages of the TLS set-up, on the prod overlay (which has it).
+    tls_cases = {
+        "TLS files mounted with subPath": lambda d: tls_mount(d).update(subPath="tls.crt"),
+        "http probe of a TLS node": lambda d: hub_container(dep(d))["livenessProbe"]["httpGet"].pop("scheme"),
+        "ingress speaks http to a TLS node": lambda d: find(d, "Ingress")[0]["metadata"]["annotations"].pop(
+            "nginx.ingress.kubernetes.io/backend-protocol"),
+        "http scrape of a TLS node": lambda d: find(d, "ServiceMonitor")[0]["spec"]["endpoints"][0].pop("scheme"),
     }
     saved = failures
-    for name, fn in cases.items():
+    runs = [(name, docs, fn) for name, fn in cases.items()]
+    runs += [(name, prod_docs, fn) for name, fn in tls_cases.items()]
+    for name, rendered, fn in runs:
         failures = []
         print(f"self-test: {name}")
-        check_deployment("self-test", mutate(fn), envs, template_secret_keys)
+        check_deployment("self-test", _mutate(rendered, fn), envs, template_secret_keys)
         if not failures:
             saved.append(f"self-test: breaking '{name}' went unnoticed")
             print(f"FAIL self-test: breaking '{name}' went unnoticed")
@@ -471,7 +532,7 @@ def main():
             run_binary(target, binary, env, probe_paths)
     check_dashboard_and_docs()
     if "--self-test" in sys.argv:
-        self_test(binary, rendered["overlays/dev"], envs, template_secret_keys)
+        self_test(binary, rendered["overlays/dev"], rendered["overlays/prod"], envs, template_secret_keys)
     if failures:
         print(f"\n{len(failures)} k8s check(s) failed")
         sys.exit(1)

@@ -2,7 +2,9 @@
 // Chromium (Debian's /usr/bin/chromium) driven by playwright-core. Every wait has a
 // deadline; nothing sleeps in place of an event.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
@@ -42,17 +44,57 @@ export async function until(what, check, ms = WAIT_MS) {
   }
 }
 
+/**
+ * A private CA and a certificate for localhost and 127.0.0.1 signed by it, made with
+ * the openssl command line in `dir`. Returns the paths.
+ */
+export function makeCertificates(dir) {
+  const run = (...args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=teamhub e2e CA",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost");
+  writeFileSync(join(dir, "ext.cnf"),
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n");
+  run("x509", "-req", "-in", "tls.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+    "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf");
+  return { ca: join(dir, "ca.pem"), cert: join(dir, "tls.crt"), key: join(dir, "tls.key") };
+}
+
+/** One HTTP(S) request; `ca` (PEM) is what an https URL trusts. */
+function fetchText(url, { method = "GET", headers = {}, body, ca } = {}) {
+  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
+  return new Promise((ok, fail) => {
+    const req = request(url, { method, headers, ca, timeout: WAIT_MS }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => { text += d; });
+      res.on("end", () => ok({ status: res.statusCode, headers: res.headers, text }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${url}`)));
+    req.on("error", fail);
+    req.end(body);
+  });
+}
+
 /** A node process that can be stopped (SIGTERM) and started again on the same port. */
 export class Hub {
-  constructor({ secret = SECRET, extra = [] } = {}) {
+  /** `tls: true` serves HTTPS and WSS with a certificate from a CA made for it. */
+  constructor({ secret = SECRET, extra = [], tls = false } = {}) {
     this.secret = secret;
     this.extra = extra;
     this.dir = mkdtempSync(join(tmpdir(), "teamhub-e2e-"));
     this.proc = null;
     this.stderr = "";
+    if (tls) {
+      this.tls = makeCertificates(this.dir);
+      this.ca = readFileSync(this.tls.ca, "utf8");
+      this.extra = [...this.extra, "--tls-cert", this.tls.cert, "--tls-key", this.tls.key];
+    }
   }
 
-  get origin() { return `http://127.0.0.1:${this.port}`; }
+  get origin() { return `${this.tls ? "https://localhost" : "http://127.0.0.1"}:${this.port}`; }
 
   async start() {
     this.port ??= await freePort();
@@ -73,7 +115,7 @@ export class Hub {
     this.proc = proc;
     await until(`the node on ${this.port} to be ready`, async () => {
       if (proc.exitCode !== null) throw new Error(`teamhub exited: ${this.stderr}`);
-      return (await fetch(`${this.origin}/readyz`)).status === 200;
+      return (await fetchText(`${this.origin}/readyz`, { ca: this.ca })).status === 200;
     }).catch((e) => { throw new Error(`${e.message}\n${this.stderr}`); });
     return this;
   }
@@ -99,13 +141,14 @@ export class Hub {
   }
 
   async rest(method, path, token, body, headers = {}) {
-    const res = await fetch(`${this.origin}/api/v1${path}`, {
+    const res = await fetchText(`${this.origin}/api/v1${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
+      ca: this.ca,
     });
-    const text = await res.text();
-    return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
+    const text = res.text;
+    return { status: res.status, headers: new Headers(res.headers), body: text ? JSON.parse(text) : null };
   }
 }
 
@@ -120,9 +163,15 @@ export async function browser() {
   });
 }
 
-/** A page in its own context, with console errors collected. */
-export async function openPage(b, url) {
-  const context = await b.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
+/**
+ * A page in its own context, with console errors collected. `trustAnyCertificate`
+ * accepts the private CA of a TLS node (Chromium keeps its roots in a profile NSS
+ * database this test does not touch).
+ */
+export async function openPage(b, url, { trustAnyCertificate = false } = {}) {
+  const context = await b.newContext({
+    viewport: { width: 1280, height: 860 }, acceptDownloads: true, ignoreHTTPSErrors: trustAnyCertificate,
+  });
   const page = await context.newPage();
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(String(e)));

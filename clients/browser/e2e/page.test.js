@@ -224,3 +224,24 @@ test("in cluster mode a restarted node's page recovers what was published meanwh
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test("served over HTTPS the page connects over wss and works as over http", async () => {
+  const h = await hub({ tls: true });
+  assert.match(h.origin, /^https:/);
+  const open = (user, name) =>
+    openPage(b, pageUrl(h, h.token(user, { demo: "editor" }, name), "demo"), { trustAnyCertificate: true });
+  const ann = await open("ann", "Ann");
+  await online(ann);
+  // The node serves TLS only: the page is open because the library chose wss://.
+  assert.equal(await ann.evaluate(() => location.protocol), "https:");
+  const bob = await open("bob", "Bob");
+  await online(bob);
+  await presenceItem(ann, "bob").waitFor({ timeout: WAIT_MS });
+  await bob.fill("#text", "hello over wss");
+  await bob.press("#text", "Enter");
+  await ann.locator("#feed li.chat", { hasText: "hello over wss" }).waitFor({ timeout: WAIT_MS });
+  await screenshot(ann, "https-ann");
+  assert.deepEqual(ann.errors, []);
+  await bob.context().close();
+  await ann.context().close();
+});
