@@ -132,7 +132,11 @@ async fn bind_addr_sets_the_source_address() {
 
 #[tokio::test]
 async fn bad_urls_fail_before_connecting() {
-    for url in ["wss://127.0.0.1:1/ws", "http://127.0.0.1:1/ws", "nonsense"] {
+    for url in [
+        "https://127.0.0.1:1/ws",
+        "http://127.0.0.1:1/ws",
+        "nonsense",
+    ] {
         let err = Connection::connect(ConnectOptions::new(url))
             .await
             .unwrap_err();

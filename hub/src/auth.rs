@@ -64,7 +64,7 @@ impl Identity {
 
     /// The identity of an API key: its role in its one team, as user `apikey:<id>`.
     pub fn for_api_key(id: &str, team: TeamId, role: Role, created_secs: u64) -> Identity {
-        let user = UserId::new(&format!("apikey:{id}"))
+        let user = UserId::new(&format!("{}{id}", teamhub_persistence::API_KEY_USER_PREFIX))
             .expect("API key ids are short and use the id alphabet");
         Identity {
             user,
@@ -114,6 +114,8 @@ pub struct Authenticator {
     encoding: Option<EncodingKey>,
     validation: Validation,
     leeway: u64,
+    /// `--max-token-lifetime`, when not 0.
+    max_lifetime: Option<u64>,
     issuer: Option<String>,
     audience: Option<String>,
     development: bool,
@@ -199,10 +201,16 @@ impl Authenticator {
             encoding,
             validation,
             leeway: args.jwt_leeway,
+            max_lifetime: (args.max_token_lifetime > 0).then_some(args.max_token_lifetime),
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
             development,
         }
+    }
+
+    /// The longest lifetime a token may have, when bounded (`--max-token-lifetime`).
+    pub fn max_lifetime(&self) -> Option<u64> {
+        self.max_lifetime
     }
 
     /// True when no key was configured and a random secret is in use.
@@ -246,6 +254,21 @@ impl Authenticator {
         {
             return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
         }
+        // A bound on lifetimes is what lets revocations be pruned: a token without
+        // `iat`, or one living longer, could outlive the revocation that refuses it.
+        if let Some(max) = self.max_lifetime {
+            let Some(iat) = data.claims.iat else {
+                return Err(AuthError::InvalidClaims(
+                    "missing `iat` (required with --max-token-lifetime)".into(),
+                ));
+            };
+            let lifetime = data.claims.exp.saturating_sub(iat);
+            if lifetime > max {
+                return Err(AuthError::InvalidClaims(format!(
+                    "lives {lifetime} s, longer than the node's --max-token-lifetime of {max} s"
+                )));
+            }
+        }
         Ok(Identity::from_claims(data.claims))
     }
 
@@ -285,6 +308,7 @@ mod tests {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway: 5,
+            max_token_lifetime: 0,
         }
     }
 
@@ -298,6 +322,28 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_lifetime_bound_needs_iat_and_refuses_longer_tokens() {
+        let auth = Authenticator::from_args(&JwtArgs {
+            max_token_lifetime: 3600,
+            ..args(SECRET)
+        })
+        .unwrap();
+        let now = now_secs();
+        let token = |claims| sign(claims, SECRET, Algorithm::HS256);
+        let ok = token(serde_json::json!({"sub":"ann","exp":now+3600,"iat":now,"teams":{}}));
+        assert!(auth.verify(&ok).is_ok());
+        let long = token(serde_json::json!({"sub":"ann","exp":now+3601,"iat":now,"teams":{}}));
+        let err = auth.verify(&long).unwrap_err().to_string();
+        assert!(err.contains("max-token-lifetime"), "{err}");
+        let no_iat = token(serde_json::json!({"sub":"ann","exp":now+60,"teams":{}}));
+        let err = auth.verify(&no_iat).unwrap_err().to_string();
+        assert!(err.contains("`iat`"), "{err}");
+        // Unbounded (0): both are accepted.
+        let unbounded = Authenticator::from_args(&args(SECRET)).unwrap();
+        assert!(unbounded.verify(&long).is_ok() && unbounded.verify(&no_iat).is_ok());
+    }
 
     #[test]
     fn accepts_a_good_token_and_drops_unknown_roles() {

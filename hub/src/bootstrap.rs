@@ -279,6 +279,11 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     if let Some(log) = node.control_log.clone() {
         tokio::spawn(control_log_poll(node.clone(), log));
     }
+    if let Some(max) = node.auth.max_lifetime() {
+        let lifetime = Duration::from_secs(max.saturating_add(args.jwt.jwt_leeway));
+        let every = Duration::from_secs(args.retention_interval.max(1));
+        tokio::spawn(crate::revocation::prune_loop(node.clone(), lifetime, every));
+    }
     let retention = tokio::spawn(crate::retention::run(
         retention_store,
         args.team_plans.clone(),

@@ -18,6 +18,10 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::retention::TeamPlans;
 
+/// `--max-token-lifetime` unless set: a week, longer than any identity provider's
+/// access tokens and the hub's own (`teamhub token` defaults to an hour).
+pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 7 * 86400;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "teamhub",
@@ -79,6 +83,12 @@ pub struct JwtArgs {
     /// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
     #[arg(long, env = "TEAMHUB_JWT_LEEWAY", default_value_t = 5)]
     pub jwt_leeway: u64,
+    /// Longest a JWT may live (`exp - iat`, seconds): longer ones, and tokens without
+    /// `iat`, are refused, and member revocations older than this are pruned (every
+    /// token they refuse has expired). 0 accepts any lifetime and keeps revocations
+    /// for good.
+    #[arg(long, env = "TEAMHUB_MAX_TOKEN_LIFETIME", default_value_t = DEFAULT_MAX_TOKEN_LIFETIME)]
+    pub max_token_lifetime: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -96,6 +106,10 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TEAMHUB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to finish its TLS handshake and to send each request's
+    /// headers; slower ones are cut (slow or half-open handshakes hold nothing longer).
+    #[arg(long, env = "TEAMHUB_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout: u64,
     #[command(flatten)]
     pub jwt: JwtArgs,
     /// Redis URL; when set, several nodes act as one hub. In cluster mode a

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod retention;
 pub mod revocation;
 mod server;
+mod serving;
 mod session;
 pub mod tls;
 

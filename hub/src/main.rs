@@ -146,7 +146,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         jwt_issuer: args.jwt_issuer.clone(),
         jwt_audience: args.jwt_audience.clone(),
         jwt_leeway: 5,
+        max_token_lifetime: 0,
     })?;
+    if args.ttl.as_secs() > teamhub::config::DEFAULT_MAX_TOKEN_LIFETIME {
+        eprintln!(
+            "warning: this token lives longer than 7 days; nodes refuse it unless started with a larger --max-token-lifetime (or 0)"
+        );
+    }
     let user = UserId::new(&args.user).with_context(|| format!("--user {:?}", args.user))?;
     let mut teams = BTreeMap::new();
     for spec in &args.teams {

@@ -8,8 +8,12 @@
 //! later works). A token without `iat` counts as issued before every revocation. Clock
 //! skew leeway is deliberately not added: it would refuse fresh tokens for that long.
 //!
-//! The cache holds every revocation (tokens can live as long as their issuer likes, so
-//! none can be forgotten). It is loaded from the database at start, updated by
+//! A revocation is needed until every token issued before it has expired. With
+//! `--max-token-lifetime` (tokens must carry `iat` and live at most that long) the
+//! node prunes, every `--retention-interval`, the revocations older than the lifetime
+//! plus the clock-skew leeway, from the database and from this cache ([`prune_loop`]);
+//! API keys' revocations stay, since a key never expires. Without the bound every
+//! revocation is kept. The cache is loaded from the database at start, updated by
 //! [`crate::control::Command::Revoked`] on every node, and reloaded after the control
 //! channel was (re)subscribed. Lookups are one `DashMap` read, on the hot path of every
 //! permission check; no guard is held beyond the lookup.
@@ -48,6 +52,20 @@ impl Revocations {
         }
     }
 
+    /// Forgets the revocations made before `before` (Unix seconds), except API keys'
+    /// (see [`teamhub_persistence::RevocationStore::prune`]).
+    pub fn prune(&self, before: i64) {
+        self.teams.retain(|_, users| {
+            users.retain(|user, at| {
+                *at >= before
+                    || user
+                        .as_str()
+                        .starts_with(teamhub_persistence::API_KEY_USER_PREFIX)
+            });
+            !users.is_empty()
+        });
+    }
+
     /// Whether `identity` was revoked in `team`.
     pub fn is_revoked(&self, team: &TeamId, identity: &Identity) -> bool {
         let Some(users) = self.teams.get(team) else {
@@ -59,6 +77,38 @@ impl Revocations {
         match identity.iat {
             Some(iat) => i64::try_from(iat).unwrap_or(i64::MAX) <= revoked,
             None => true,
+        }
+    }
+}
+
+/// Prunes revocations every `interval` until `stop`: those made more than `lifetime`
+/// ago, from the store and then from the node's cache. Every node runs it; deleting is
+/// idempotent.
+pub async fn prune_loop(
+    node: std::sync::Arc<Node>,
+    lifetime: std::time::Duration,
+    interval: std::time::Duration,
+) {
+    let stop = node.shutdown.clone();
+    loop {
+        let cutoff = teamhub_persistence::now_utc() - lifetime;
+        match node.revocation_store.prune(cutoff).await {
+            Ok(pruned) => {
+                if pruned > 0 {
+                    tracing::info!(
+                        pruned,
+                        "pruned member revocations older than every token they refuse"
+                    );
+                }
+                node.revocations.prune(cutoff.unix_timestamp());
+            }
+            // The next round retries; until then the revocations keep refusing tokens
+            // that have expired anyway.
+            Err(e) => tracing::warn!(error = %e, "pruning member revocations failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -137,5 +187,26 @@ mod tests {
             OffsetDateTime::from_unix_timestamp(5).unwrap(),
         );
         assert!(r.is_revoked(&team, &id(Some(1000))));
+
+        // Pruning forgets revocations older than the cut-off, but not API keys'.
+        let key = UserId::new("apikey:k").unwrap();
+        r.apply(
+            &team,
+            &key,
+            OffsetDateTime::from_unix_timestamp(10).unwrap(),
+        );
+        let key_identity = |iat| {
+            let mut i = id(Some(iat));
+            i.user = key.clone();
+            i
+        };
+        r.prune(999);
+        assert!(
+            r.is_revoked(&team, &id(Some(1000))),
+            "newer than the cut-off"
+        );
+        r.prune(1001);
+        assert!(!r.is_revoked(&team, &id(Some(1000))), "pruned");
+        assert!(r.is_revoked(&team, &key_identity(5)), "an API key's stays");
     }
 }

@@ -19,7 +19,7 @@ pub struct Running {
     /// The certificate in service when the node serves HTTPS and WSS.
     pub tls: Option<Arc<CertResolver>>,
     pub node: Arc<Node>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     background: Background,
     drain_timeout: Duration,
 }
@@ -56,14 +56,14 @@ pub async fn start_on(args: &ServeArgs, listener: TcpListener) -> anyhow::Result
     let (node, background) = bootstrap::build(args).await?;
     let addr = listener.local_addr()?;
     let stop = node.shutdown.clone();
+    let handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
     let server = match &tls {
-        None => spawn_server(listener, node.clone()),
+        None => spawn_server(listener, node.clone(), handshake_timeout),
         Some(resolver) => {
             tokio::spawn(tls::watch(resolver.clone(), stop.clone()));
-            let listener = TlsListener::spawn(listener, resolver.server_config(), stop);
-            // `tap_io` lends the listener axum's `ConnectInfo<SocketAddr>`.
-            use axum::serve::ListenerExt;
-            spawn_server(listener.tap_io(|_| {}), node.clone())
+            let config = resolver.server_config();
+            let listener = TlsListener::spawn(listener, config, handshake_timeout, stop);
+            spawn_server(listener, node.clone(), handshake_timeout)
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -79,18 +79,18 @@ pub async fn start_on(args: &ServeArgs, listener: TcpListener) -> anyhow::Result
 }
 
 /// Serves the node's routes on `listener` until the node drains.
-fn spawn_server<L>(listener: L, node: Arc<Node>) -> JoinHandle<std::io::Result<()>>
+fn spawn_server<L>(listener: L, node: Arc<Node>, header_timeout: Duration) -> JoinHandle<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
-    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let stop = node.shutdown.clone();
-    let app = crate::http::router(node).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    })
+    let router = crate::http::router(node);
+    tokio::spawn(crate::serving::serve(
+        listener,
+        router,
+        header_timeout,
+        stop,
+    ))
 }
 
 impl Running {
@@ -130,8 +130,7 @@ impl Running {
             );
         }
         match tokio::time::timeout(self.drain_timeout, self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }

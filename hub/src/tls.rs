@@ -14,7 +14,7 @@
 //!   does not match, a half-written file) is logged and counted, and the old pair stays
 //!   in service: a broken rotation must not take the node off the air.
 //! - **Handshakes off the accept loop.** Each TLS handshake runs in its own task, bounded
-//!   by [`HANDSHAKE_TIMEOUT`], and only finished connections reach the HTTP server, so a
+//!   by `--handshake-timeout`, and only finished connections reach the HTTP server, so a
 //!   client that trickles its ClientHello (or never sends one) holds one task for a
 //!   bounded time and delays nobody else.
 //! - **Modern defaults.** TLS 1.2 and 1.3 only (rustls has nothing older), rustls's safe
@@ -40,8 +40,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the certificate files are read for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
-/// Longest a client may take to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the HTTP server to take them.
 const ACCEPTED_BACKLOG: usize = 1024;
 
@@ -249,8 +247,14 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp`; handshakes run in tasks of their own until `stop`.
-    pub fn spawn(tcp: TcpListener, config: rustls::ServerConfig, stop: CancellationToken) -> Self {
+    /// Starts accepting on `tcp`; handshakes run in tasks of their own, each bounded by
+    /// `timeout`, until `stop`.
+    pub fn spawn(
+        tcp: TcpListener,
+        config: rustls::ServerConfig,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
         let local_addr = tcp
             .local_addr()
             .expect("a bound listener has a local address");
@@ -273,7 +277,7 @@ impl TlsListener {
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

@@ -50,7 +50,7 @@ pub use error::{BoxError, StoreError};
 pub use keys::{ApiKeyRecord, KeyStore};
 pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
 pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
-pub use revocations::{Revocation, RevocationStore};
+pub use revocations::{API_KEY_USER_PREFIX, Revocation, RevocationStore};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };

@@ -16,7 +16,7 @@ use crate::error::StoreError;
 use crate::keys::{ApiKeyRecord, KeyStore};
 use crate::patterns::{self, Changes, Expect, Pattern, PatternError, PatternStore};
 use crate::postgres::{PostgresStore, convert};
-use crate::revocations::{Revocation, RevocationStore};
+use crate::revocations::{API_KEY_USER_PREFIX, Revocation, RevocationStore};
 use crate::timestamp;
 
 fn bad(table: &str, col: &str, e: impl std::fmt::Display) -> StoreError {
@@ -144,6 +144,19 @@ impl RevocationStore for PostgresStore {
                 .await
                 .map_err(convert)?;
         rows.iter().map(decode_revocation).collect()
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM member_revocations WHERE revoked_at < $1 AND left(user_id, $2) <> $3",
+        )
+        .bind(timestamp::normalize(before))
+        .bind(API_KEY_USER_PREFIX.len() as i32)
+        .bind(API_KEY_USER_PREFIX)
+        .execute(&self.pool)
+        .await
+        .map_err(convert)?;
+        Ok(done.rows_affected())
     }
 }
 

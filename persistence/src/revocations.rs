@@ -2,10 +2,11 @@
 //! this team".
 //!
 //! A JWT cannot be recalled, so a revocation is a time: the hub refuses tokens whose
-//! `iat` is not after it. Revocations are kept for good (tokens can live as long as
-//! their issuer likes, and the table holds one row per team and user), and every node
-//! keeps them all in memory; the database is where they survive restarts and how the
-//! nodes of a cluster share them.
+//! `iat` is not after it. A revocation is needed until every token issued before it has
+//! expired; with a bound on token lifetimes the hub prunes older ones
+//! ([`RevocationStore::prune`]). Those of API keys (users `apikey:...`) are kept, since
+//! a key never expires. Every node keeps them all in memory; the database is where they
+//! survive restarts and how the nodes of a cluster share them.
 
 use teamhub_protocol::{TeamId, UserId};
 use time::OffsetDateTime;
@@ -31,4 +32,11 @@ pub trait RevocationStore: Send + Sync {
 
     /// Every revocation, for a node's in-memory cache.
     async fn all(&self) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Deletes the revocations made before `before`, except those of API keys (users
+    /// starting with [`API_KEY_USER_PREFIX`]); returns how many went.
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
+
+/// The user id prefix of API key identities, whose revocations are never pruned.
+pub const API_KEY_USER_PREFIX: &str = "apikey:";

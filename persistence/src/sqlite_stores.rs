@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::keys::{ApiKeyRecord, KeyStore};
 use crate::patterns::{self, Changes, Expect, Pattern, PatternError, PatternStore};
-use crate::revocations::{Revocation, RevocationStore};
+use crate::revocations::{API_KEY_USER_PREFIX, Revocation, RevocationStore};
 use crate::sqlite::{SqliteStore, convert};
 use crate::timestamp;
 
@@ -148,6 +148,19 @@ impl RevocationStore for SqliteStore {
                 .await
                 .map_err(convert)?;
         rows.iter().map(decode_revocation).collect()
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM member_revocations WHERE revoked_at < ?1 AND substr(user_id, 1, ?2) <> ?3",
+        )
+        .bind(ts(before)?)
+        .bind(API_KEY_USER_PREFIX.len() as i64)
+        .bind(API_KEY_USER_PREFIX)
+        .execute(&self.pool)
+        .await
+        .map_err(convert)?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -181,3 +181,88 @@ async fn a_token_that_expires_closes_4001_unless_refreshed() {
     assert_eq!(doomed.expect_close().await.0, Some(4001));
     saved.roundtrip().await;
 }
+
+/// Reads until the server closes the connection; how long that took, or `None` when
+/// it kept the connection open past `within`.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // an error response before the close is fine
+            }
+        }
+    };
+    tokio::time::timeout(within, closed)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
+}
+
+/// Slow clients at the HTTP layer: a request whose headers never complete, or trickle
+/// in one byte at a time, is cut after `--handshake-timeout`; hundreds of such
+/// half-open handshakes at once do not keep a real client from connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_half_open_handshakes_are_cut_and_starve_nobody() {
+    use tokio::io::AsyncWriteExt;
+    let hub = TestHub::start_with(&["--handshake-timeout", "1"]).await;
+    let patience = std::time::Duration::from_secs(5);
+
+    // 300 connections that start a WebSocket upgrade and never finish its headers.
+    let mut half_open = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+            .await
+            .unwrap();
+        half_open.push(s);
+    }
+    // Meanwhile a real client connects and works at once.
+    let mut ann = hub.connect("ann", &[("t", "editor")]).await;
+    ann.join("t").await;
+    ann.roundtrip().await;
+
+    for (i, s) in half_open.iter_mut().enumerate() {
+        let took = closed_within(s, patience)
+            .await
+            .unwrap_or_else(|| panic!("half-open handshake {i} still open after {patience:?}"));
+        assert!(took < patience, "{took:?}");
+    }
+
+    // One that trickles a header byte every 50 ms (it would take 10 s) is cut too.
+    let mut trickle = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let started = tokio::time::Instant::now();
+    let mut cut = false;
+    for byte in request.as_bytes() {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        // The pace of the trickle itself, not a wait for an event.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if started.elapsed() > patience {
+            break;
+        }
+    }
+    if !cut {
+        cut = closed_within(&mut trickle, std::time::Duration::from_millis(100))
+            .await
+            .is_some();
+    }
+    assert!(
+        cut,
+        "a trickled request head was not cut within {patience:?}"
+    );
+    // The node still serves.
+    ann.roundtrip().await;
+}

@@ -23,6 +23,11 @@ pub struct TlsNode {
 
 impl TlsNode {
     pub async fn start() -> TlsNode {
+        Self::start_with(&[]).await
+    }
+
+    /// A TLS node with further `serve` flags.
+    pub async fn start_with(extra: &[&str]) -> TlsNode {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("teamhub node test CA").unwrap();
         let (ca_path, cert_path, key_path) = (
@@ -34,13 +39,14 @@ impl TlsNode {
         let pair = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
         std::fs::write(&cert_path, &pair.cert).unwrap();
         std::fs::write(&key_path, &pair.key).unwrap();
-        let hub = TestHub::start_with(&[
+        let mut args = vec![
             "--tls-cert",
             cert_path.to_str().unwrap(),
             "--tls-key",
             key_path.to_str().unwrap(),
-        ])
-        .await;
+        ];
+        args.extend_from_slice(extra);
+        let hub = TestHub::start_with(&args).await;
         TlsNode {
             hub,
             ca,
@@ -285,4 +291,23 @@ async fn bad_tls_settings_stop_the_start_with_a_clear_error() {
     let alone = teamhub::config::Cli::try_parse_from(["teamhub", "serve", "--tls-cert", "x.pem"]);
     let err = alone.expect_err("--tls-cert needs --tls-key").to_string();
     assert!(err.contains("--tls-key"), "{err}");
+}
+
+/// A client that opens a TCP connection to the TLS port and never starts its
+/// handshake is cut after `--handshake-timeout`.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut() {
+    let node = TlsNode::start_with(&["--handshake-timeout", "1"]).await;
+    let mut silent = tokio::net::TcpStream::connect(node.hub.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the stalled handshake is cut within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Real clients are served meanwhile and after.
+    let mut ann = node.client("ann", &[("t", "editor")]).await;
+    ann.join("t").await;
 }

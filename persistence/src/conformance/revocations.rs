@@ -35,5 +35,28 @@ pub async fn run_all(s: &dyn RevocationStore) {
     s.revoke(&elsewhere).await.unwrap();
     let mut all = s.all().await.unwrap();
     all.sort_by(|a, b| a.team.cmp(&b.team));
-    assert_eq!(all, vec![newer, elsewhere]);
+    assert_eq!(all, vec![newer.clone(), elsewhere.clone()]);
+
+    // Pruning drops what is older than the cut-off, except API keys' revocations.
+    let old = Revocation {
+        user: UserId::new("old-member").unwrap(),
+        revoked_at: now - Duration::days(30),
+        ..r.clone()
+    };
+    let old_key = Revocation {
+        user: UserId::new("apikey:k1").unwrap(),
+        revoked_at: now - Duration::days(30),
+        ..r.clone()
+    };
+    s.revoke(&old).await.unwrap();
+    s.revoke(&old_key).await.unwrap();
+    assert_eq!(s.prune(now - Duration::days(1)).await.unwrap(), 1);
+    assert_eq!(
+        s.prune(now - Duration::days(1)).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    let mut all = s.all().await.unwrap();
+    all.sort_by(|a, b| (&a.team, &a.user).cmp(&(&b.team, &b.user)));
+    assert_eq!(all, vec![old_key, newer, elsewhere]);
 }
