@@ -3,7 +3,9 @@
 # environment under target/ (the versions in clients/python/constraints.txt), checked
 # with ruff and `mypy --strict`, and tested with pytest against real `teamhub serve`
 # processes (the debug binary, built when missing) and, for the cluster tests, the
-# Redis at TEAMHUB_TEST_REDIS_URL (default redis://127.0.0.1:6379). Fails, never skips.
+# Redis at TEAMHUB_TEST_REDIS_URL (default redis://127.0.0.1:6379); the TLS tests make
+# their certificates with the openssl command line (installed when missing). Fails,
+# never skips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,6 +23,12 @@ if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
     python3 -m venv "$VENV"
   fi
+fi
+
+if ! command -v openssl >/dev/null; then
+  log "installing openssl (the TLS tests make certificates with it)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
 fi
 
 log "pip install ./clients/python[test]"

@@ -12,7 +12,8 @@ Configuration: TEAMHUB_NODES (comma-separated node URLs), TEAMHUB_TEAM, and a to
 TEAMHUB_TOKEN_URL (the plugin's own service that mints a short-lived teamhub token for
 the signed-in user; asked again before each expiry) or a fixed TEAMHUB_TOKEN.
 TEAMHUB_STATE is where the pattern library and the stream position are kept, so a
-restarted editor resumes where it was.
+restarted editor resumes where it was. TEAMHUB_CA_CERT names the PEM file of a private
+CA for https:// nodes (by default the system's roots are trusted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import teamhub
 NODES = os.environ.get("TEAMHUB_NODES", "http://127.0.0.1:8080").split(",")
 TEAM = os.environ["TEAMHUB_TEAM"]
 STATE = Path(os.environ.get("TEAMHUB_STATE") or Path.home() / ".cache" / "teamhub-ide")
+CA = os.environ.get("TEAMHUB_CA_CERT") or None
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -73,8 +75,9 @@ class Backend:
         STATE.mkdir(parents=True, exist_ok=True)
         self.positions = STATE / f"{TEAM}.position.json"
         tokens = teamhub.TokenSource(fetch_token)  # one token for the socket and REST
-        self.client = teamhub.Client(NODES, tokens)
-        self.rest = teamhub.Rest(NODES[0], tokens)
+        tls = teamhub.ssl_context(CA) if CA else None  # one context for the socket and REST
+        self.client = teamhub.Client(NODES, tokens, ssl=tls)
+        self.rest = teamhub.Rest(NODES[0], tokens, ssl=tls)
         store = teamhub.JsonFileStore(STATE / f"{TEAM}.patterns.json")
         self.library = teamhub.PatternLibrary(self.rest, TEAM, store=store)
         self.me: dict[str, Any] = {"status": "available", "file": None}
@@ -123,8 +126,12 @@ class Backend:
                 case teamhub.Joined(recovered=False):
                     # A first join, or a rejoin that could not recover: what was missed
                     # is gone from the stream, so show the latest history instead.
-                    history = await self.rest.history(TEAM, since=max(0, event.offset - 50))
-                    emit("reload", messages=history["messages"])
+                    try:
+                        history = await self.rest.history(TEAM, since=max(0, event.offset - 50))
+                    except teamhub.TeamhubError as e:
+                        emit("error", code=e.code, message=f"reloading history: {e.message}")
+                    else:
+                        emit("reload", messages=history["messages"])
                 case teamhub.PresenceChanged(presence=people):
                     emit("presence", people=people.entries())
                 case teamhub.Disconnected(code=code, delay=delay) if delay is not None:

@@ -13,6 +13,7 @@ import inspect
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -65,6 +66,39 @@ def fast_backoff() -> teamhub.Backoff:
     return teamhub.Backoff(0.05, 0.5, seed=7)
 
 
+def make_cert(directory: Path, name: str = "tls") -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1 (its own CA) and its key, made by
+    the openssl command line: ``(cert, key)``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
 class Hub:
     """One node process that can be stopped and started again on the same port and
     database (or killed, and another started on them)."""
@@ -76,10 +110,15 @@ class Hub:
         extra: list[str] | None = None,
         port: int | None = None,
         db: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra = list(extra or [])
+        # (cert, key): the node serves HTTPS and WSS only; the cert is its own CA.
+        self.tls = tls
+        if tls is not None:
+            self.extra += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.port = port or free_port()
         self.db = db or directory / "hub.db"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -87,7 +126,10 @@ class Hub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.tls[0]) if self.tls else True
 
     @property
     def log(self) -> Path:
@@ -120,7 +162,7 @@ class Hub:
         async def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"teamhub exited with {proc.returncode}: {self.log.read_text()}")
-            async with httpx.AsyncClient(timeout=1.0) as http:
+            async with httpx.AsyncClient(timeout=1.0, verify=self._verify()) as http:
                 return (await http.get(f"{self.url}/readyz")).status_code == 200
 
         try:
@@ -167,7 +209,9 @@ class Hub:
     async def rest(
         self, method: str, path: str, token: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=f"{self.url}/api/v1", timeout=WAIT) as http:
+        async with httpx.AsyncClient(
+            base_url=f"{self.url}/api/v1", timeout=WAIT, verify=self._verify()
+        ) as http:
             return await http.request(
                 method, path, json=body, headers={"authorization": f"Bearer {token}", **(headers or {})}
             )

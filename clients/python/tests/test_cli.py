@@ -121,6 +121,25 @@ async def test_push_conflicts_exit_1_unless_told_what_to_keep(hub: Hub, tmp_path
 async def test_a_refused_token_exits_2(hub: Hub, tmp_path: Path) -> None:
     done = cli(hub, "nope", "pull", cwd=tmp_path)
     assert done.returncode == 2 and "unauthorized" in done.stderr
+    watch = cli(hub, "nope", "watch", cwd=tmp_path)
+    assert watch.returncode == 2 and "unauthorized" in watch.stderr
+
+
+async def test_no_token_or_no_node_exits_2(hub: Hub, tmp_path: Path) -> None:
+    no_token = subprocess.run(
+        [sys.executable, "-m", "teamhub", "patterns", "pull", "--url", hub.url, "--team", "t"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "TEAMHUB_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+    )
+    assert no_token.returncode == 2 and "no token" in no_token.stderr
+    nobody = Hub(tmp_path / "nobody")  # a port where no node runs
+    for action in ("pull", "watch"):
+        done = cli(nobody, hub.token("ann", {"t": "viewer"}), action, cwd=tmp_path)
+        assert done.returncode == 2, (action, done.stderr)
+        assert "unavailable" in done.stderr, done.stderr
 
 
 async def test_token_command_supplies_the_token(hub: Hub, tmp_path: Path) -> None:

@@ -110,6 +110,13 @@ async def test_errors_carry_the_contract_codes(hub: Hub, clients: list[teamhub.C
         await editor.publish("t", "system.boom", {})
     with pytest.raises(ValueError):
         await editor.publish("t", "bad type!", {})
+    with pytest.raises(ValueError, match="since must be"):
+        await editor.join("t", since={"epoch": "e"})  # type: ignore[typeddict-item]
+    with pytest.raises(ValueError, match="since must be"):
+        await editor.join("t", since={"epoch": "e", "offset": -1})
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        await editor.join("t", meta="busy")  # type: ignore[arg-type]
+    assert editor.teams == [], "refused arguments join nothing"
     assert await editor.ping() < WAIT
 
 
@@ -150,5 +157,7 @@ async def test_events_end_with_stopped_after_close(hub: Hub, make_hub: Callable[
     await c.close()
     seen = [e async for e in events]
     assert isinstance(seen[-1], teamhub.Stopped) and isinstance(seen[-1].error, teamhub.ClientClosed)
+    late = [e async for e in c.events()]  # made after the stop: says why, and ends
+    assert len(late) == 1 and isinstance(late[0], teamhub.Stopped) and late[0].error is seen[-1].error
     with pytest.raises(teamhub.ClientClosed):
         await c.publish("t", "x", {})

@@ -170,6 +170,15 @@ async def test_a_file_store_survives_restarts(tmp_path: Path, editor: Rest, othe
         PatternLibrary(editor, "other-team", store=JsonFileStore(path))
 
 
+async def test_a_corrupt_file_store_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "lib.json"
+    path.write_text('{"version": 3}')
+    async with Rest("http://127.0.0.1:9", "tok") as rest:  # never used: the store is read first
+        with pytest.raises(ValueError, match="not a teamhub pattern store") as e:
+            PatternLibrary(rest, "t", store=JsonFileStore(path))
+    assert str(path) in str(e.value)
+
+
 async def test_a_replaced_hub_library_is_resynced(make_hub: MakeHub, tmp_path: Path) -> None:
     """A feed whose latest version is below ours (another database): start again."""
     first = await make_hub()

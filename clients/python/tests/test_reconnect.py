@@ -267,7 +267,13 @@ async def closing_server(code: int) -> AsyncIterator[tuple[str, list[int]]]:
 
 @pytest.mark.parametrize(
     ("code", "error_code"),
-    [(1007, "bad_request"), (1008, "forbidden"), (1009, "too_large"), (4008, "rate_limited")],
+    [
+        (1002, "bad_request"),
+        (1007, "bad_request"),
+        (1008, "forbidden"),
+        (1009, "too_large"),
+        (4008, "rate_limited"),
+    ],
 )
 async def test_stop_close_codes_stop(code: int, error_code: str, clients: list[teamhub.Client]) -> None:
     async with closing_server(code) as (url, connections):
@@ -294,3 +300,6 @@ async def test_other_close_codes_reconnect_with_backoff(code: int, clients: list
             delays.append(d.delay)
         assert all(d is not None and 0 <= d <= 0.5 for d in delays)
         await until("three connections", lambda: len(connections) >= 3)
+        # A socket that closes before any round trip has not "worked": the backoff
+        # keeps growing instead of starting from base on every attempt.
+        assert c.backoff.attempt >= 3

@@ -8,9 +8,19 @@ import json
 
 import pytest
 
-from teamhub import Backoff, Positions, PresenceMap, backoff_delay, close_advice
+from teamhub import (
+    Backoff,
+    ClientClosed,
+    EventStream,
+    Kicked,
+    Positions,
+    PresenceMap,
+    Stopped,
+    backoff_delay,
+    close_advice,
+)
 from teamhub.errors import Conflict, Forbidden, TeamhubError, error_for
-from teamhub.protocol import http_url, jwt_exp, socket_url
+from teamhub.protocol import check_since, http_url, is_secure, jwt_exp, socket_url
 
 
 def test_full_jitter_stays_within_the_doubling_ceiling() -> None:
@@ -77,6 +87,22 @@ def test_node_urls() -> None:
     assert http_url("wss://hub.example/ws") == "https://hub.example"
     with pytest.raises(ValueError):
         socket_url("127.0.0.1:8080")
+    assert is_secure("https://h") and is_secure("wss://h/ws") and not is_secure("http://h")
+
+
+def test_since_is_checked() -> None:
+    assert check_since({"epoch": "e", "offset": 0}) == {"epoch": "e", "offset": 0}
+    for bad in ({"epoch": "", "offset": 1}, {"epoch": "e", "offset": True}, {"offset": 1}, ["e", 1], None):
+        with pytest.raises(ValueError, match="since must be"):
+            check_since(bad)
+
+
+async def test_a_full_stream_still_ends_with_stopped() -> None:
+    stream = EventStream(1, lambda _s: None)
+    await stream._put(Kicked("t", "revoked"))  # the queue is now full
+    final = Stopped(ClientClosed("closed"))
+    stream._end(final)
+    assert [e async for e in stream] == [Kicked("t", "revoked"), final]
 
 
 def test_jwt_expiry_is_read_without_verifying() -> None:

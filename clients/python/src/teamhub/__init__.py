@@ -31,6 +31,8 @@ from .errors import (
     RateLimited,
     RequestTimeout,
     TeamhubError,
+    TlsError,
+    TlsStopped,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -77,6 +79,7 @@ from .protocol import (
 )
 from .rest import ActivityPage, Rest
 from .state import Positions, PresenceChange, PresenceMap
+from .tls import TlsLike, ssl_context
 from .tokens import TokenProvider, TokenSource
 
 __all__ = [
@@ -134,6 +137,9 @@ __all__ = [
     "Since",
     "Stopped",
     "TeamhubError",
+    "TlsError",
+    "TlsLike",
+    "TlsStopped",
     "TokenProvider",
     "TokenRefreshed",
     "TokenSource",
@@ -143,4 +149,5 @@ __all__ = [
     "__version__",
     "backoff_delay",
     "close_advice",
+    "ssl_context",
 ]

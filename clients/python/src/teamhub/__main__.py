@@ -9,7 +9,8 @@ someone else wrote first), ``watch`` pulls and then applies every change live,
 printing one JSON line per change, until SIGINT or SIGTERM.
 
 Exit status: 0 done, 1 a conflict was not resolved (or the watch ended because the
-hub refused the client), 2 any other error.
+hub refused the client), 2 any other error (no token, a token refused at the start, an
+unreachable node, a TLS certificate that does not verify, bad JSON in a file).
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ from .patterns import (
 )
 from .protocol import IDENT, Pattern
 from .rest import Rest
+from .tls import ssl_context
 from .tokens import TokenProvider
 
 STATE = Path(".teamhub") / "library.json"
+
+#: How long ``watch`` waits for its socket at the start before it gives up (exit 2);
+#: once running, it reconnects for as long as it takes.
+CONNECT_TIMEOUT = 30.0
 
 
 def _err(*parts: object) -> None:
@@ -210,10 +216,12 @@ async def cmd_watch(mirror: Mirror, client: Client) -> int:
 
     narrator = asyncio.create_task(narrate())
     try:
-        await client.connect()
-        await client.join(lib.team)
+        # REST first: a refused token, an unreachable node or a bad certificate fails
+        # here at once. What changes before the join is caught by watch()'s own pull.
         for change in await lib.pull():
             _report(change, mirror.apply(change))
+        await client.connect(CONNECT_TIMEOUT)
+        await client.join(lib.team)
         _err(f"watching {lib.team} at version {lib.version}")
         follower = asyncio.create_task(follow())
         stopper = asyncio.create_task(stop.wait())
@@ -245,7 +253,7 @@ def _token(args: argparse.Namespace) -> str | TokenProvider:
         return run
     token = args.token or os.environ.get("TEAMHUB_TOKEN")
     if not token:
-        raise SystemExit("teamhub: give --token, --token-command or TEAMHUB_TOKEN")
+        raise ValueError("no token: give --token, --token-command or TEAMHUB_TOKEN")
     return str(token)
 
 
@@ -262,6 +270,12 @@ def parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--token", help="JWT or API key (else env TEAMHUB_TOKEN)")
     common.add_argument("--token-command", help="command printing a fresh token, run whenever one is needed")
+    common.add_argument(
+        "--ca-cert",
+        default=os.environ.get("TEAMHUB_CA_CERT") or None,
+        help="PEM file of the CA that signed an https:// node's certificate (env TEAMHUB_CA_CERT; "
+        "default: the system's roots)",
+    )
     common.add_argument("--team", required=True)
     common.add_argument(
         "--dir", type=Path, default=Path("patterns"), help="directory of the files (default %(default)s)"
@@ -286,13 +300,14 @@ def parser() -> argparse.ArgumentParser:
 
 async def main_async(args: argparse.Namespace) -> int:
     token = _token(args)
-    async with Rest(args.url, token) as rest:
+    tls = ssl_context(args.ca_cert) if args.ca_cert else None  # one context for both
+    async with Rest(args.url, token, ssl=tls) as rest:
         mirror = Mirror(args.dir, rest, args.team)
         if args.action == "pull":
             return await cmd_pull(mirror)
         if args.action == "push":
             return await cmd_push(mirror, args.names, args.on_conflict, args.prune)
-        return await cmd_watch(mirror, Client(args.url, rest.tokens))
+        return await cmd_watch(mirror, Client(args.url, rest.tokens, ssl=tls))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

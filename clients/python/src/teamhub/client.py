@@ -40,6 +40,7 @@ from .errors import (
     NotConnected,
     RequestTimeout,
     TeamhubError,
+    TlsStopped,
     Unauthorized,
     error_for,
 )
@@ -65,10 +66,13 @@ from .protocol import (
     MessageFrame,
     Since,
     check_ident,
+    check_since,
     close_advice,
+    is_secure,
     socket_url,
 )
 from .state import Positions, PresenceMap
+from .tls import TlsLike, describe, ssl_context, verify_failure
 from .tokens import TokenProvider, TokenSource
 
 log = logging.getLogger("teamhub")
@@ -133,7 +137,10 @@ class Client:
     to the next at once. ``token``: a JWT or API key, or a callable (plain or async)
     returning a fresh token, used for the first connection, ``refresh_margin`` seconds
     before a JWT's ``exp`` (sent as ``refresh``; ``refresh_margin=None`` turns that
-    off), after a close 4001 and after a 401.
+    off), after a close 4001 and after a 401. ``ssl``: for ``wss://``/``https://``
+    nodes, the CA file (PEM) of a private CA or an ``ssl.SSLContext``; by default the
+    system's roots. A certificate that does not verify stops the client
+    (``TlsStopped``): it is not retried.
 
     Use it as ``async with Client(...) as client:``, or call :meth:`connect` and
     :meth:`close`. Read what happens from :meth:`events` (make the stream before you
@@ -151,13 +158,18 @@ class Client:
         refresh_margin: float | None = 60.0,
         max_queue: int = 10_000,
         max_frame_bytes: int | None = 64 * 1024 * 1024,
-        ssl: _ssl.SSLContext | None = None,
+        ssl: TlsLike | None = None,
         user_agent: str | None = None,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("at least one node URL is needed")
         self._urls = [socket_url(u) for u in urls]
+        plain = [u for u in self._urls if not is_secure(u)]
+        if ssl is not None and plain:
+            raise ValueError(f"ssl= is for wss:// or https:// nodes; {plain[0]} is plain text")
+        # Built once (reading a CA file or the system's roots per attempt is waste).
+        self._ssl: _ssl.SSLContext | None = ssl_context(ssl) if len(plain) < len(self._urls) else None
         self._url_index = 0
         self.tokens = TokenSource.of(token)
         self.backoff = backoff or Backoff()
@@ -166,7 +178,6 @@ class Client:
         self.refresh_margin = refresh_margin
         self.max_queue = max_queue
         self._max_frame_bytes = max_frame_bytes
-        self._ssl = ssl
         self._user_agent = user_agent or f"teamhub-python/{__version__}"
         self.positions = Positions()
         self.state: State = "idle"
@@ -260,7 +271,7 @@ class Client:
         """A new stream of every event from now on (see ``teamhub.events``)."""
         stream = EventStream(self.max_queue, self._streams.discard)
         if self._stop_error is not None:
-            stream._end()
+            stream._end(Stopped(self._stop_error))  # already stopped: say why, and end
         else:
             self._streams.add(stream)
         return stream
@@ -293,6 +304,10 @@ class Client:
         when the token has no role in the team, ``RequestTimeout`` when no connection
         answered within ``timeout`` (the team stays wanted: ``leave`` to give up)."""
         check_ident("team", team)
+        if meta is not None and not callable(meta) and not isinstance(meta, dict):
+            raise TypeError(f"meta must be a dict or a callable returning one, not {type(meta).__name__}")
+        if since is not None:
+            since = check_since(since)
         self._require_started()
         t = self._team(team)
         t.meta = meta
@@ -412,7 +427,7 @@ class Client:
             await self._emit(ServerError(_as_error(e, "the token provider failed")))
             return _Ended(1006, "no token", "backoff")
         kwargs: dict[str, Any] = {}
-        if self._ssl is not None:
+        if is_secure(url):
             kwargs["ssl"] = self._ssl
         try:
             ws = await connect(
@@ -426,11 +441,12 @@ class Client:
             )
         except InvalidStatus as e:
             return await self._refused(e.response.status_code, token)
-        except _ssl.SSLCertVerificationError as e:
-            # Not retried: a certificate that does not verify will not start to.
-            stop = ClientStopped(f"TLS: {e.verify_message or e}", close_code=None, code="unavailable")
-            return _Ended(1015, str(e), "stop", stop)
         except (OSError, TimeoutError, WebSocketException) as e:
+            failure = verify_failure(e)
+            if failure is not None:
+                # Not retried: a certificate that does not verify will not start to.
+                message = describe(failure, url)
+                return _Ended(1015, message, "stop", TlsStopped(message, close_code=1015, code="tls"))
             return _Ended(1006, f"{type(e).__name__}: {e}", "backoff")
         return await self._serve(url, ws)
 
@@ -508,6 +524,13 @@ class Client:
         return _Ended(code, reason, close_advice(code), opened=True)
 
     async def _rejoin(self, url: str, ws: ClientConnection, teams: list[_Team], reconnect: bool) -> None:
+        if not teams:
+            # Nothing to rejoin: one round trip shows the connection works, so a node
+            # that takes sockets and closes them at once does not reset the backoff.
+            try:
+                await self._request_on(ws, {"op": "ping"})
+            except TeamhubError:
+                return
         results = await asyncio.gather(*(self._join_on(ws, t) for t in teams), return_exceptions=True)
         outcome: dict[str, RejoinResult] = {}
         for t, r in zip(teams, results, strict=True):
@@ -754,9 +777,7 @@ class Client:
             task.cancel()
         final = Stopped(error)
         for stream in list(self._streams):
-            with contextlib.suppress(asyncio.QueueFull):
-                stream._queue.put_nowait(final)
-            stream._end()
+            stream._end(final)
         self._streams.clear()
         self._stopped.set()
 

@@ -134,10 +134,11 @@ class ClientClosed(TeamhubError):
 
 class ClientStopped(TeamhubError):
     """The client gave up, as the close code or handshake status advises (401/403 at
-    the handshake, close 4001 without a way to get a new token, 1008, 1009, 4008).
+    the handshake, close 4001 without a way to get a new token, 1002, 1007, 1008, 1009,
+    4008, a TLS certificate that does not verify: ``TlsStopped``).
 
     ``close_code`` is the WebSocket close code, or the HTTP status of a refused
-    handshake.
+    handshake (1015 for a TLS failure, as RFC 6455 names it).
     """
 
     code = "closed"
@@ -145,6 +146,20 @@ class ClientStopped(TeamhubError):
     def __init__(self, message: str, *, close_code: int | None, code: str, **kw: Any) -> None:
         super().__init__(message, code=code, **kw)
         self.close_code = close_code
+
+
+class TlsError(TeamhubError):
+    """The node's TLS certificate does not verify (an unknown or private CA, expired,
+    issued for another host). It will not verify on the next attempt either, so it is
+    never retried: give the node's CA with ``ssl=`` (a PEM file or an
+    ``ssl.SSLContext``), or fix the URL."""
+
+    code = "tls"
+
+
+class TlsStopped(ClientStopped, TlsError):
+    """The ``Client`` stopped because the node's certificate does not verify: both a
+    ``ClientStopped`` and a ``TlsError``, so either ``except`` catches it."""
 
 
 class ExportIncomplete(Unavailable):

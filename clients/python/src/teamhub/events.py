@@ -176,16 +176,24 @@ class EventStream:
         self._queue: asyncio.Queue[object] = asyncio.Queue(max_queue)
         self._ended = False
         self._closed = False
+        self._final: Event | None = None  # a last event that found the queue full
         self._on_close = on_close
 
     async def _put(self, event: Event) -> None:
         if not self._closed and not self._ended:
             await self._queue.put(event)
 
-    def _end(self) -> None:
+    def _end(self, final: Event | None = None) -> None:
+        """Ends the stream after ``final`` (``Stopped``). Never waits: on a full queue
+        ``final`` is kept aside and handed out once the reader has drained it."""
         if self._ended:
             return
         self._ended = True
+        if final is not None and not self._closed:
+            try:
+                self._queue.put_nowait(final)
+            except asyncio.QueueFull:
+                self._final = final
         try:
             self._queue.put_nowait(_END)
         except asyncio.QueueFull:
@@ -195,7 +203,12 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        if self._closed or (self._ended and self._queue.empty()):
+        if self._closed:
+            raise StopAsyncIteration
+        if self._ended and self._queue.empty():
+            final, self._final = self._final, None
+            if final is not None:
+                return final
             raise StopAsyncIteration
         item = await self._queue.get()
         if item is _END:

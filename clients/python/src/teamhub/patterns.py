@@ -135,14 +135,21 @@ class JsonFileStore:
 
     def load(self) -> LibraryState | None:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        return LibraryState(
-            team=str(raw["team"]),
-            version=int(raw["version"]),
-            patterns={p["name"]: cast(Pattern, p) for p in raw["patterns"]},
-        )
+        try:
+            raw = json.loads(text)
+            return LibraryState(
+                team=str(raw["team"]),
+                version=int(raw["version"]),
+                patterns={str(p["name"]): cast(Pattern, p) for p in raw["patterns"]},
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            # Say which file, rather than a bare KeyError from deep inside.
+            raise ValueError(
+                f"{self.path}: not a teamhub pattern store ({e!r}); remove it to pull afresh"
+            ) from e
 
     def save(self, state: LibraryState) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +244,8 @@ class PatternLibrary:
         ``PatternConflictError`` on a 409 without a resolver, or when ``max_attempts``
         writes all lost their races."""
         check_ident("pattern name", name)
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
         base = self._state.patterns.get(name)
         conflict: PatternConflict | None = None
         for _ in range(max_attempts):

@@ -150,6 +150,27 @@ def check_ident(kind: str, value: str, *, max_len: int = 128) -> str:
     return value
 
 
+def check_since(since: Any) -> Since:
+    """``since`` if it is a position (``{"epoch": str, "offset": int >= 0}``), else
+    ``ValueError``: a malformed one would be a ``bad_request`` from the hub."""
+    epoch = since.get("epoch") if isinstance(since, dict) else None
+    offset = since.get("offset") if isinstance(since, dict) else None
+    if (
+        not isinstance(epoch, str)
+        or not epoch
+        or not isinstance(offset, int)
+        or isinstance(offset, bool)
+        or offset < 0
+    ):
+        raise ValueError(f'since must be {{"epoch": str, "offset": int >= 0}}, not {since!r}')
+    return {"epoch": epoch, "offset": offset}
+
+
+def is_secure(url: str) -> bool:
+    """Whether a node or socket URL speaks TLS (``https://`` or ``wss://``)."""
+    return urlsplit(url).scheme in ("https", "wss")
+
+
 def socket_url(base: str) -> str:
     """The socket URL for a node URL: ``http(s)://`` becomes ``ws(s)://`` and ``/ws`` is
     appended to the path unless it already ends with it (a node behind a path prefix

@@ -4,7 +4,8 @@ low-level calls (``PatternLibrary`` in ``teamhub.patterns`` builds sync on them)
 
 Errors come back as the ``teamhub.errors`` class of the body's ``code``. A 401 with a
 token callable is retried once with a fresh token; reads (``GET``) are retried on 429
-(after ``Retry-After``), 503 and connection errors, up to ``retries`` times.
+(after ``Retry-After``), 503 and connection errors, up to ``retries`` times; never on
+a TLS certificate that does not verify (``TlsError``), which no retry can fix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .errors import (
     ExportIncomplete,
     RateLimited,
     TeamhubError,
+    TlsError,
     Unavailable,
     error_for,
 )
@@ -40,7 +42,9 @@ from .protocol import (
     Revocation,
     check_ident,
     http_url,
+    is_secure,
 )
+from .tls import TlsLike, describe, ssl_context, verify_failure
 from .tokens import TokenProvider, TokenSource
 
 ExportFormat = Literal["csv", "ndjson"]
@@ -71,7 +75,9 @@ def _etag(version: int) -> str:
 
 class Rest:
     """The REST API of one node (any node of a cluster). Share a ``TokenSource`` with
-    a ``Client`` to use one token, refreshed in one place."""
+    a ``Client`` to use one token, refreshed in one place. ``ssl`` as for ``Client``:
+    for an ``https://`` node, a private CA's PEM file or an ``ssl.SSLContext`` (by
+    default the system's roots, the same ones the socket trusts)."""
 
     def __init__(
         self,
@@ -80,17 +86,22 @@ class Rest:
         *,
         timeout: float = 10.0,
         retries: int = 2,
-        verify: Any = True,
+        ssl: TlsLike | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str | None = None,
     ) -> None:
         self.base = http_url(url)
+        secure = is_secure(self.base)
+        if ssl is not None and not secure:
+            raise ValueError(f"ssl= is for https:// or wss:// nodes; {self.base} is plain text")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
         self.tokens = TokenSource.of(token)
         self.retries = retries
         self._http = httpx.AsyncClient(
             base_url=f"{self.base}/api/v1",
             timeout=timeout,
-            verify=verify,
+            verify=ssl_context(ssl) if secure else True,
             transport=transport,
             headers={"user-agent": user_agent or f"teamhub-python/{__version__}"},
         )
@@ -343,6 +354,7 @@ class Rest:
                     method, path, params=params, json=json, headers=request_headers
                 )
             except httpx.TransportError as e:
+                _raise_if_tls(e, self.base)
                 if method == "GET" and attempt < self.retries:
                     attempt += 1
                     await asyncio.sleep(backoff.next_delay())
@@ -385,6 +397,7 @@ class _Streamed:
             try:
                 response = await self._rest._http.send(request, stream=True)
             except httpx.TransportError as e:
+                _raise_if_tls(e, self._rest.base)
                 raise Unavailable(f"{method} {path}: {type(e).__name__}: {e}") from e
             if response.status_code == 200:
                 self._cm = response
@@ -400,6 +413,14 @@ class _Streamed:
     async def __aexit__(self, *exc: object) -> None:
         if self._cm is not None:
             await self._cm.aclose()
+
+
+def _raise_if_tls(e: httpx.TransportError, url: str) -> None:
+    """A certificate that does not verify is ``TlsError``, raised at once (not retried,
+    not ``Unavailable``: waiting will not help)."""
+    failure = verify_failure(e)
+    if failure is not None:
+        raise TlsError(describe(failure, url)) from e
 
 
 def _error(response: httpx.Response) -> TeamhubError:

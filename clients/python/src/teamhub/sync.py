@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 from . import client as _client
 from . import patterns as _patterns
 from . import rest as _rest
-from .errors import RequestTimeout
+from .errors import RequestTimeout, TeamhubError
 from .events import Event, EventStream
 from .patterns import PatternChange, PatternStore, Resolver
 from .protocol import (
@@ -186,6 +186,14 @@ class Client:
     def teams(self) -> list[str]:
         return self.aio.teams
 
+    @property
+    def connected(self) -> bool:
+        return self.aio.connected
+
+    @property
+    def stop_error(self) -> TeamhubError | None:
+        return self.aio.stop_error
+
     def events(self) -> EventIterator:
         return EventIterator(self._loop, self._loop.call(self.aio.events))
 
@@ -223,6 +231,9 @@ class Client:
 
     def ping(self) -> float:
         return self._loop.run(self.aio.ping())
+
+    def request(self, frame: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return self._loop.run(self.aio.request(frame, timeout=timeout))
 
 
 class Rest:
@@ -331,6 +342,10 @@ class PatternLibrary:
 
     def names(self) -> list[str]:
         return self._loop.call(self.aio.names)
+
+    def on_change(self, fn: Callable[[PatternChange], None]) -> Callable[[], None]:
+        """``fn(change)`` after every change applied; it runs on the loop thread."""
+        return self._loop.call(lambda: self.aio.on_change(fn))
 
     def pull(self) -> list[PatternChange]:
         return self._loop.run(self.aio.pull())
