@@ -116,6 +116,8 @@ async def test_errors_carry_the_contract_codes(hub: Hub, clients: list[teamhub.C
         await editor.join("t", since={"epoch": "e", "offset": -1})
     with pytest.raises(TypeError, match="meta must be a dict"):
         await editor.join("t", meta="busy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await editor.leave("bad team!")
     assert editor.teams == [], "refused arguments join nothing"
     assert await editor.ping() < WAIT
 

@@ -335,6 +335,7 @@ class Client:
 
     async def leave(self, team: str) -> None:
         """Leaves ``team``: no more events from it, not rejoined."""
+        check_ident("team", team)
         t = self._teams.get(team)
         if t is not None:
             t.wanted = False
@@ -354,6 +355,7 @@ class Client:
     async def refresh_presence(self, team: str) -> PresenceMap:
         """A fresh presence snapshot (``presence`` op) applied to the live map. Diffs
         announce users arriving and leaving; connection counts change only here."""
+        check_ident("team", team)
         reply = await self.request({"op": "presence", "team": team})
         t = self._team(team)
         change = t.presence.reset(reply["presence"])
