@@ -467,4 +467,50 @@ mod tests {
             "minted tokens carry the configured iss/aud"
         );
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any bearer string: an identity or an `AuthError`, never a panic.
+            #[test]
+            fn any_token_text_is_refused_cleanly(token in any::<String>()) {
+                let auth = Authenticator::from_args(&args(SECRET)).unwrap();
+                prop_assert!(auth.verify(&token).is_err());
+            }
+
+            /// Correctly signed claims of any shape: accepted only with a valid `sub`
+            /// and `exp` in the future, otherwise refused with a reason.
+            #[test]
+            fn any_signed_claims_are_accepted_or_refused(
+                sub in prop::option::of("\\PC{0,8}|[a-z]{1,8}"),
+                exp_delta in -1000i64..100_000,
+                iat_delta in prop::option::of(-100_000i64..1000),
+                teams in prop::collection::btree_map("\\PC{0,6}|[a-z]{1,6}", "\\PC{0,6}|viewer|editor|admin|owner", 0..4),
+                extra in prop::option::of(any::<i64>()),
+            ) {
+                let now = now_secs() as i64;
+                let mut claims = serde_json::json!({"exp": now + exp_delta, "teams": teams});
+                if let Some(sub) = &sub {
+                    claims["sub"] = serde_json::json!(sub);
+                }
+                if let Some(d) = iat_delta {
+                    claims["iat"] = serde_json::json!(now + d);
+                }
+                if let Some(x) = extra {
+                    claims["nbf"] = serde_json::json!(x);
+                }
+                let auth = Authenticator::from_args(&JwtArgs { max_token_lifetime: 3600, ..args(SECRET) }).unwrap();
+                let token = sign(claims, SECRET, Algorithm::HS256);
+                if let Ok(identity) = auth.verify(&token) {
+                    prop_assert!(UserId::new(identity.user.as_str()).is_ok());
+                    prop_assert!(exp_delta > -5, "an expired token was accepted");
+                }
+            }
+        }
+    }
 }

@@ -222,4 +222,33 @@ mod tests {
         q.until = Some(datetime!(2025-01-03 0:00 UTC));
         assert!(q.clamped().is_some());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_cursor_text_decodes_or_is_refused(text in any::<String>()) {
+                let _ = Cursor::decode(&text);
+            }
+
+            #[test]
+            fn any_cursor_bytes_decode_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+                let _ = Cursor::decode(&URL_SAFE_NO_PAD.encode(bytes));
+            }
+
+            #[test]
+            fn cursors_round_trip(micros in 0i64..253_402_300_799_000_000, id in any::<u128>()) {
+                let cursor = Cursor {
+                    created_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap(),
+                    id: Uuid::from_u128(id),
+                };
+                prop_assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod claims;
 mod codes;
 mod frames;
 mod ids;
+pub mod json;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod rest;

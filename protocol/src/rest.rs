@@ -28,6 +28,7 @@ pub struct PublishRequest {
     pub ty: MessageType,
     /// Any JSON value.
     #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
+    #[serde(deserialize_with = "crate::json::strict_raw")]
     pub data: Box<RawValue>,
 }
 
@@ -181,6 +182,7 @@ pub struct PatternList {
 pub struct PutPatternRequest {
     /// Any JSON value.
     #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
+    #[serde(deserialize_with = "crate::json::strict_raw")]
     pub content: Box<RawValue>,
 }
 

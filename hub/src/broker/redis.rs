@@ -740,4 +740,41 @@ mod tests {
         );
         assert!(parse_payload("garbage").is_none());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever Redis hands back (a corrupted or foreign entry), decoding does
+            /// not panic, and a frame it finds lies inside the buffer.
+            #[test]
+            fn any_payload_decodes_or_is_skipped(s in any::<String>()) {
+                let buf = Bytes::from(s.clone());
+                let text = std::str::from_utf8(&buf).unwrap();
+                if let Some(p) = parse_payload(text) {
+                    let _ = frame_bytes(&buf, &p);
+                }
+                let _ = parse_entry(text);
+            }
+
+            /// What a node encodes, every node decodes back.
+            #[test]
+            fn payloads_round_trip(
+                offset in any::<u64>(),
+                epoch in "[a-z0-9]{1,16}",
+                echo in any::<bool>(),
+                origin in prop::option::of((any::<u64>(), "[ -~]{0,24}")),
+                frame in "[ -~]{0,64}",
+            ) {
+                let origin = origin.map(|(conn, node)| ConnKey { node: node.as_str().into(), conn });
+                let text = format!("{offset} {epoch} {}{frame}", origin_meta(origin.as_ref(), echo));
+                let p = parse_payload(&text).expect("an encoded payload decodes");
+                prop_assert_eq!(p, Payload { offset, epoch: &epoch, echo, origin, frame: &frame });
+            }
+        }
+    }
 }

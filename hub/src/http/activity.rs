@@ -383,4 +383,37 @@ mod tests {
             assert_eq!(code(parse(q)), ErrorCode::BadRequest, "{q}");
         }
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn refused_as_bad_request(r: Result<(ActivityQuery, Format), ApiError>) -> bool {
+            match r {
+                Ok(_) => true,
+                Err(e) => e.0.code == ErrorCode::BadRequest,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_activity_query_is_parsed_or_refused(q in any::<String>()) {
+                prop_assert!(refused_as_bad_request(parse(&q)));
+            }
+
+            #[test]
+            fn query_shaped_activity_queries(
+                pairs in prop::collection::vec((
+                    "limit|cursor|since|until|user|action|resource_type|resource_id|format|x",
+                    "[0-9A-Za-z%+:._-]{0,40}",
+                ), 0..6)
+            ) {
+                let q = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+                prop_assert!(refused_as_bad_request(parse(&q)));
+            }
+        }
+    }
 }

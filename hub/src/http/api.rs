@@ -218,4 +218,33 @@ mod tests {
         assert!(history_query(Some("limit=abc")).is_err());
         assert!(history_query(Some("since=-1")).is_err());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_history_query_is_parsed_or_refused(q in any::<String>()) {
+                match history_query(Some(&q)) {
+                    Ok((_, limit)) => prop_assert!((1..=1000).contains(&limit)),
+                    Err(e) => prop_assert_eq!(e.0.code, ErrorCode::BadRequest),
+                }
+            }
+
+            #[test]
+            fn query_shaped_history_queries(
+                pairs in prop::collection::vec(("since|limit|x", "[0-9a-z%+-]{0,24}"), 0..4)
+            ) {
+                let q = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+                match history_query(Some(&q)) {
+                    Ok((_, limit)) => prop_assert!((1..=1000).contains(&limit)),
+                    Err(e) => prop_assert_eq!(e.0.code, ErrorCode::BadRequest),
+                }
+            }
+        }
+    }
 }

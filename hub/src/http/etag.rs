@@ -162,4 +162,46 @@ mod tests {
         assert!(none_match(&headers(&[("if-none-match", "3")]), 3).is_err());
         assert_eq!(of(7), "\"7\"");
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any header bytes: a condition, or a 400, never a panic or a silently
+            /// unguarded write.
+            #[test]
+            fn any_conditional_header_is_read_or_refused(
+                match_bytes in prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+                none_bytes in prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+                version in any::<u64>(),
+            ) {
+                let mut h = HeaderMap::new();
+                for (name, value) in [(header::IF_MATCH, &match_bytes), (header::IF_NONE_MATCH, &none_bytes)] {
+                    if let Some(v) = value.as_ref().and_then(|v| HeaderValue::from_bytes(v).ok()) {
+                        h.insert(name, v);
+                    }
+                }
+                for r in [write_condition(&h).map(|_| ()), if_match(&h).map(|_| ()), none_match(&h, version).map(|_| ())] {
+                    if let Err(e) = r {
+                        prop_assert_eq!(e.0.code, ErrorCode::BadRequest);
+                    }
+                }
+                if h.contains_key(header::IF_MATCH) && !h.contains_key(header::IF_NONE_MATCH) {
+                    // A present If-Match is either that version or refused.
+                    prop_assert!(!matches!(write_condition(&h), Ok(None)));
+                }
+            }
+
+            #[test]
+            fn tags_round_trip(version in any::<u64>()) {
+                let mut h = HeaderMap::new();
+                h.insert(header::IF_MATCH, of(version));
+                prop_assert_eq!(if_match(&h).unwrap(), Some(version));
+            }
+        }
+    }
 }

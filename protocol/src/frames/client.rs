@@ -111,6 +111,7 @@ pub struct Publish {
     #[serde(rename = "type")]
     pub ty: MessageType,
     /// Any JSON, kept verbatim: the hub forwards these bytes without re-encoding them.
+    #[serde(deserialize_with = "crate::json::strict_raw")]
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub echo: bool,
@@ -236,6 +237,7 @@ impl Serialize for ClientFrame {
 pub struct SeedPublish {
     #[serde(rename = "type")]
     pub ty: MessageType,
+    #[serde(deserialize_with = "crate::json::strict_raw")]
     pub data: Box<RawValue>,
 }
 
