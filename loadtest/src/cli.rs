@@ -126,6 +126,10 @@ pub enum Scenario {
     /// Fanout through a node drain (SIGTERM) or a cut: every client must get every
     /// offset exactly once after rejoining with `since`.
     Recovery(RecoveryArgs),
+    /// Steady traffic over several nodes while a script breaks things (loadtest/chaos.sh:
+    /// SIGKILL a node, restart Redis, cut Postgres): per client, every offset or a
+    /// `recovered: false`; and each acknowledged publish in the activity log once.
+    Chaos(ChaosArgs),
 }
 
 impl Scenario {
@@ -136,6 +140,7 @@ impl Scenario {
             Scenario::Ramp(_) => "ramp",
             Scenario::Churn(_) => "churn",
             Scenario::Recovery(_) => "recovery",
+            Scenario::Chaos(_) => "chaos",
         }
     }
 }
@@ -253,6 +258,34 @@ pub struct RecoveryArgs {
     pub reconnect_timeout: Duration,
     #[arg(long, default_value = "bench.tick")]
     pub msg_type: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    #[arg(long, default_value_t = 60)]
+    pub sockets: usize,
+    #[arg(long, default_value_t = 3)]
+    pub teams: usize,
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Longest time a client keeps trying to reconnect.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub reconnect_timeout: Duration,
+    #[arg(long, default_value = "chaos.tick")]
+    pub msg_type: String,
+    /// The nodes' Postgres (with `options=-c search_path=...` for a schema): at the end
+    /// the run's activity rows are counted there against the acknowledged publishes.
+    #[arg(long)]
+    pub activity_database_url: Option<String>,
+    /// Longest wait for the activity log to catch up after the run.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub activity_settle: Duration,
 }
 
 /// `250ms`, `10s`, `2m`, or plain seconds.

@@ -57,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             Scenario::Ramp(a) => scenario::ramp::run(&ctx, a).await,
             Scenario::Churn(a) => scenario::churn::run(&ctx, a).await,
             Scenario::Recovery(a) => scenario::recovery::run(&ctx, a).await,
+            Scenario::Chaos(a) => scenario::recovery::chaos(&ctx, a).await,
         }
     };
     tokio::time::timeout(budget, work)
@@ -73,6 +74,10 @@ fn active_time(s: &Scenario) -> (usize, std::time::Duration) {
         Scenario::Recovery(a) => (
             a.sockets,
             a.duration + a.drain + a.reconnect_timeout + a.disrupt_after,
+        ),
+        Scenario::Chaos(a) => (
+            a.sockets,
+            a.duration + a.drain + a.reconnect_timeout + a.activity_settle,
         ),
         Scenario::Ramp(a) => {
             let steps = (a.max_rate / a.start_rate.max(1e-9)).log2().max(0.0) as u32 + 1;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         teamhub_loadtest::cli::Scenario::Fanout(_)
             | teamhub_loadtest::cli::Scenario::Churn(_)
             | teamhub_loadtest::cli::Scenario::Recovery(_)
+            | teamhub_loadtest::cli::Scenario::Chaos(_)
     );
     let result = runtime.block_on(async {
         let report = teamhub_loadtest::run(cli).await?;

@@ -65,6 +65,47 @@ pub struct Report {
     pub highest_held: Option<Step>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    /// Per client, what it saw (chaos).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientOutcome>,
+    /// Publishes may be refused (chaos: a node or Redis is down); a refused publish was
+    /// not acknowledged, so it is not owed to anyone.
+    #[serde(default)]
+    pub publish_errors_expected: bool,
+}
+
+/// One client of a chaos run: whether it got every offset of its team, or was told
+/// it could not (`recovered: false`), and whether anything went missing silently.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientOutcome {
+    pub client: usize,
+    pub team: String,
+    pub reconnects: u64,
+    pub recovered: u64,
+    /// Rejoins answered `recovered: false` (a new epoch, or history gone).
+    pub told_unrecovered: u64,
+    pub received: u64,
+    /// Offsets missing without a `recovered: false` to say so.
+    pub lost: u64,
+    pub duplicates: u64,
+    pub gave_up: Option<String>,
+}
+
+impl ClientOutcome {
+    /// `every offset`, `told recovered: false`, or what went wrong.
+    pub fn verdict(&self) -> String {
+        match (
+            &self.gave_up,
+            self.lost,
+            self.duplicates,
+            self.told_unrecovered,
+        ) {
+            (Some(e), ..) => format!("gave up: {e}"),
+            (None, 0, 0, 0) => "every offset".into(),
+            (None, 0, 0, n) => format!("told recovered: false ({n}x), nothing else missing"),
+            (None, lost, dup, _) => format!("LOST {lost}, duplicated {dup}"),
+        }
+    }
 }
 
 impl Report {
@@ -151,7 +192,7 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.sockets_failed == 0
             && self.deliveries.is_exact()
-            && self.publish_errors == 0
+            && (self.publish_errors == 0 || self.publish_errors_expected)
             && self.checks.iter().all(|c| c.ok)
     }
 
@@ -292,6 +333,19 @@ impl Report {
         }
         for n in &self.notes {
             row(&mut s, "note", n.clone());
+        }
+        for c in &self.clients {
+            row(
+                &mut s,
+                &format!("client {} ({})", c.client, c.team),
+                format!(
+                    "{}: {} received, {} reconnects, {} recovered",
+                    c.verdict(),
+                    c.received,
+                    c.reconnects,
+                    c.recovered
+                ),
+            );
         }
         s
     }

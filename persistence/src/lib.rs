@@ -28,6 +28,7 @@ pub mod activity;
 pub mod conformance;
 pub mod control_log;
 mod error;
+mod journal;
 pub mod keys;
 pub mod patterns;
 mod postgres;

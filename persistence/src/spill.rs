@@ -67,7 +67,7 @@ struct LineIn {
     created_at_us: i64,
 }
 
-fn encode(event: &ActivityEvent) -> Vec<u8> {
+pub(crate) fn encode(event: &ActivityEvent) -> Vec<u8> {
     let line = LineOut {
         id: event.id,
         team: event.team.as_str(),
@@ -87,7 +87,7 @@ fn encode(event: &ActivityEvent) -> Vec<u8> {
     bytes
 }
 
-fn decode(line: &[u8]) -> Result<ActivityEvent, String> {
+pub(crate) fn decode(line: &[u8]) -> Result<ActivityEvent, String> {
     let l: LineIn = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     let created_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(l.created_at_us) * 1_000)
         .map_err(|e| e.to_string())?;

@@ -72,7 +72,14 @@ use tokio::time::Instant;
 
 use crate::activity::{ActivityEvent, ActivitySink};
 use crate::error::StoreError;
+use crate::journal::Journal;
 use crate::spill::{AppendError, Spill};
+
+/// An event in the queue, with its journal sequence number (0: not journaled).
+struct Queued {
+    seq: u64,
+    event: ActivityEvent,
+}
 
 /// Names of the metrics this module emits, for dashboards and `describe_*` calls.
 pub mod metric {
@@ -144,6 +151,9 @@ pub struct WriterConfig {
     pub spill_path: Option<PathBuf>,
     /// Largest size of the spill file; overflow beyond it is dropped (`spill_full`).
     pub spill_max_bytes: u64,
+    /// With a spill file: also append every event to a journal beside it before
+    /// `record` returns (module `journal`), so a killed process loses none.
+    pub journal: bool,
 }
 
 impl Default for WriterConfig {
@@ -155,6 +165,7 @@ impl Default for WriterConfig {
             retry_max_backoff: Duration::from_secs(5),
             spill_path: None,
             spill_max_bytes: 1 << 30,
+            journal: true,
         }
     }
 }
@@ -316,8 +327,9 @@ impl Shared {
 /// Handle to record activity; cheap to clone (one per connection is fine).
 #[derive(Clone)]
 pub struct ActivityWriter {
-    tx: mpsc::Sender<ActivityEvent>,
+    tx: mpsc::Sender<Queued>,
     spill: Option<Arc<Spill>>,
+    journal: Option<Arc<Journal>>,
     shared: Arc<Shared>,
 }
 
@@ -346,10 +358,18 @@ impl ActivityWriter {
         // Count before sending, so `accepted` never lags an event the task could
         // already have written.
         self.shared.accepted.fetch_add(1, Ordering::AcqRel);
-        let reason = match self.tx.try_send(event) {
+        // With a journal the event is on disk before it is queued, and queued in
+        // journal order (one lock for both), so a kill loses nothing acknowledged.
+        let sent = match &self.journal {
+            Some(journal) => journal.append(&crate::spill::encode(&event), |seq| {
+                self.tx.try_send(Queued { seq, event })
+            }),
+            None => self.tx.try_send(Queued { seq: 0, event }),
+        };
+        let reason = match sent {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Closed,
-            Err(mpsc::error::TrySendError::Full(event)) => match &self.spill {
+            Err(mpsc::error::TrySendError::Full(Queued { event, .. })) => match &self.spill {
                 None => DropReason::QueueFull,
                 // Still counted as accepted: the task replays it.
                 Some(spill) => match spill.append(&event) {
@@ -444,8 +464,13 @@ pub fn spawn_writer(
             }
         }
     });
+    let journal = match (&config.spill_path, &spill) {
+        (Some(path), Some(spill)) if config.journal => open_journal(path, spill, &shared),
+        _ => None,
+    };
     let task = Task {
         spill: spill.clone(),
+        journal: journal.clone(),
         rx,
         sink,
         max_batch: config.max_batch.max(1),
@@ -459,6 +484,7 @@ pub fn spawn_writer(
         ActivityWriter {
             tx,
             spill,
+            journal,
             shared: shared.clone(),
         },
         WriterTask {
@@ -467,6 +493,40 @@ pub fn spawn_writer(
             shared,
         },
     )
+}
+
+/// Opens the journal beside the spill file and moves what an earlier process left in it
+/// into the spill, which replays it (ids make rows already written no-ops).
+fn open_journal(path: &std::path::Path, spill: &Spill, shared: &Shared) -> Option<Arc<Journal>> {
+    let (journal, leftover) = match Journal::open(path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the activity journal; a killed node may lose its last events");
+            return None;
+        }
+    };
+    let mut recovered = 0;
+    for line in leftover.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match crate::spill::decode(line) {
+            Ok(event) => match spill.append(&event) {
+                Ok(()) => recovered += 1,
+                Err(_) => shared.note_drop(DropReason::SpillFull, 1),
+            },
+            // The line being written when the process was killed.
+            Err(_) => shared.note_drop(DropReason::SpillCorrupt, 1),
+        }
+    }
+    if recovered > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            events = recovered,
+            "activity journal of a process that did not shut down found; replaying it"
+        );
+        shared.recovered.fetch_add(recovered, Ordering::AcqRel);
+        shared.accepted.fetch_add(recovered, Ordering::AcqRel);
+        metrics::gauge!(metric::SPILL_BYTES).set(spill.bytes() as f64);
+    }
+    Some(Arc::new(journal))
 }
 
 impl WriterTask {
@@ -504,9 +564,11 @@ impl WriterTask {
 
 /// The background task: the only consumer of the queue.
 struct Task {
-    rx: mpsc::Receiver<ActivityEvent>,
+    rx: mpsc::Receiver<Queued>,
     /// Overflow of the queue, replayed by this task.
     spill: Option<Arc<Spill>>,
+    /// Every accepted event, until it is written (module `journal`).
+    journal: Option<Arc<Journal>>,
     sink: Arc<dyn ActivitySink>,
     max_batch: usize,
     max_delay: Duration,
@@ -573,7 +635,7 @@ impl Task {
                     n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
                 }
             }
-            self.write(&mut batch).await?;
+            self.write_queued(&mut batch).await?;
             // The sink is healthy (that write succeeded): replay one chunk of the spill
             // per batch from the queue, so a busy queue cannot starve it.
             self.replay_chunk().await?;
@@ -583,7 +645,7 @@ impl Task {
         // fails and counts a drop), then write everything still queued.
         self.rx.close();
         while self.rx.recv_many(&mut batch, self.max_batch).await > 0 {
-            self.write(&mut batch).await?;
+            self.write_queued(&mut batch).await?;
         }
         // Then the spill, until it is empty and closed (a `record` that saw a full queue
         // just before the queue closed may still append; `finish` refuses only when
@@ -608,6 +670,23 @@ impl Task {
                 }
             }
             metrics::gauge!(metric::SPILL_BYTES).set(0.0);
+        }
+        // Everything accepted is written: nothing for a next start to replay.
+        if let Some(journal) = &self.journal {
+            journal.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes a batch from the queue, then tells the journal how far it is written.
+    async fn write_queued(&mut self, batch: &mut Vec<Queued>) -> Result<(), DeadlinePassed> {
+        let last = batch.iter().map(|q| q.seq).max().unwrap_or(0);
+        let mut events: Vec<ActivityEvent> = batch.drain(..).map(|q| q.event).collect();
+        self.write(&mut events).await?;
+        if let Some(journal) = &self.journal
+            && last > 0
+        {
+            journal.durable_through(last);
         }
         Ok(())
     }

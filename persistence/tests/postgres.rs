@@ -404,6 +404,7 @@ async fn broken_pool_mid_traffic_loses_and_duplicates_nothing() {
         // A small queue, so the overflow goes through the spill file too.
         spill_path: Some(spill_dir.path().join("activity-spill.ndjson")),
         spill_max_bytes: 64 << 20,
+        journal: false,
     };
     let (writer, task) = spawn_writer(test.db.activity_sink(), config);
 

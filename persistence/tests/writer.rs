@@ -41,6 +41,8 @@ fn config(max_batch: usize) -> WriterConfig {
         retry_max_backoff: Duration::from_millis(5),
         spill_path: None,
         spill_max_bytes: 1 << 20,
+        // The journal has a test of its own (below); these check the queue and spill.
+        journal: false,
     }
 }
 
@@ -667,4 +669,53 @@ async fn full_spill_counts_drops() {
     assert_eq!(stats.spilled, 21 - 2 - dropped, "{stats:?}");
     assert_eq!(memory.ids().len() as u64, stats.written);
     assert!(!path.exists());
+}
+
+/// A process killed with events still in memory (the queue, a batch being written):
+/// with the journal, the next writer on the same path writes every one of them, once.
+#[test]
+fn a_killed_writer_loses_nothing_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriterConfig {
+        journal: true,
+        queue_capacity: 1_000,
+        ..spill_config(&dir)
+    };
+    let mut recorded = HashSet::new();
+    {
+        // The "process": a runtime whose database never answers, dropped mid-write.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (sink, _memory, mut entered) = gated();
+            let (writer, task) = spawn_writer(sink, config.clone());
+            for i in 0..300 {
+                let e = event(&team(), i);
+                recorded.insert(e.id);
+                writer.record(e);
+            }
+            // A batch is being written (and never finishes): the kill comes now.
+            within("a batch in flight", entered.recv()).await.unwrap();
+            std::mem::forget(task);
+            std::mem::forget(writer);
+        });
+        drop(rt);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let memory = MemorySink::new();
+        let (writer, task) = spawn_writer(memory.clone(), config);
+        memory.wait_for_rows(300).await;
+        drop(writer);
+        let stats = within("shutdown", task.shutdown(PATIENCE)).await.unwrap();
+        assert_eq!(stats.recovered, 300, "{stats:?}");
+        assert_eq!(memory.ids(), recorded, "every accepted event, once");
+    });
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing left behind after a clean shutdown: {left:?}"
+    );
 }

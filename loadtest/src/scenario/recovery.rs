@@ -12,6 +12,13 @@
 //! changed (a restarted node, another node without shared history), the contract says
 //! it cannot recover (`recovered: false`), and the messages it missed are counted
 //! as lost while the new epoch is accounted on its own.
+//!
+//! `chaos` is the same clients over several nodes for longer, with the faults made by
+//! a script (`loadtest/chaos.sh`), not by the generator. There a `recovered: false` is
+//! an answer the contract allows: the gap before it is "told", not lost, and what the
+//! run checks is that nothing goes missing *silently*. With
+//! `--activity-database-url` it also counts the run's activity rows: every publish
+//! that was acknowledged must be in the log exactly once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,19 +31,34 @@ use tokio::sync::{Mutex as AsyncMutex, watch};
 use tokio::task::JoinSet;
 
 use crate::accounting::{Sequence, Tally};
-use crate::cli::{RecoveryArgs, ServerKind};
+use crate::cli::{ChaosArgs, RecoveryArgs, ServerKind};
 use crate::engine::{Accounting, Live, LoadConfig};
 use crate::latency::Latency;
 use crate::payload::{Payload, now_us, padding};
 use crate::plan::SocketSpec;
-use crate::report::{Check, Report};
+use crate::report::{Check, ClientOutcome, Report};
 
 use super::RunCtx;
+
+/// A stretch of one epoch a client followed. A closed one ended with a
+/// `recovered: false` (chaos): it is accounted up to where the client stood.
+#[derive(Debug)]
+struct Segment {
+    epoch: String,
+    seq: Sequence,
+    closed: bool,
+}
 
 /// What one client saw, per epoch.
 #[derive(Debug, Default)]
 struct ClientView {
-    segments: Vec<(String, Sequence)>,
+    index: usize,
+    publisher: Option<u32>,
+    /// Sequence numbers of this client's publishes that were acknowledged.
+    acked: Vec<u64>,
+    /// Publishes attempted (the next one's sequence number is this plus one).
+    attempts: u64,
+    segments: Vec<Segment>,
     reconnects: u64,
     recovered: u64,
     unrecovered: u64,
@@ -49,11 +71,53 @@ struct ClientView {
 
 impl ClientView {
     fn segment(&mut self, epoch: &str) -> &mut Sequence {
-        if self.segments.last().is_none_or(|(e, _)| e != epoch) {
-            self.segments.push((epoch.to_owned(), Sequence::new(0)));
+        if self
+            .segments
+            .last()
+            .is_none_or(|s| s.epoch != epoch || s.closed)
+        {
+            self.segments.push(Segment {
+                epoch: epoch.to_owned(),
+                seq: Sequence::new(0),
+                closed: false,
+            });
         }
-        &mut self.segments.last_mut().expect("just pushed").1
+        &mut self.segments.last_mut().expect("just pushed").seq
     }
+
+    /// A `recovered: false` that the contract allows: the current segment ends here,
+    /// and the client goes on from `offset` of `epoch`.
+    fn told(&mut self, epoch: &str, offset: u64) {
+        if let Some(last) = self.segments.last_mut() {
+            last.closed = true;
+        }
+        *self.segment(epoch) = Sequence::new(offset);
+    }
+}
+
+/// The parameters shared by `recovery` and `chaos`.
+struct Params {
+    sockets: usize,
+    teams: usize,
+    publishers: usize,
+    rate: f64,
+    duration: std::time::Duration,
+    drain: std::time::Duration,
+    reconnect_timeout: std::time::Duration,
+    msg_type: String,
+    disrupt_after: std::time::Duration,
+    sigterm_pid: Option<u32>,
+    cut: bool,
+    /// Chaos: a `recovered: false` accounts for the gap before it.
+    told_gaps: bool,
+}
+
+/// What a run of the clients left behind.
+struct Outcome {
+    report: Report,
+    views: Vec<(usize, ClientView)>,
+    high: BTreeMap<(usize, String), u64>,
+    disruption: String,
 }
 
 struct Shared {
@@ -67,17 +131,259 @@ struct Shared {
     stop: tokio_util::sync::CancellationToken,
     per_publisher_rate: f64,
     reconnect_timeout: Duration,
+    told_gaps: bool,
     pad: String,
     /// The highest offset anyone saw, per (team, epoch).
     high: AsyncMutex<BTreeMap<(usize, String), u64>>,
 }
 
 pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
+    let params = Params {
+        sockets: args.sockets,
+        teams: args.teams,
+        publishers: args.publishers,
+        rate: args.rate,
+        duration: args.duration,
+        drain: args.drain,
+        reconnect_timeout: args.reconnect_timeout,
+        msg_type: args.msg_type.clone(),
+        disrupt_after: args.disrupt_after,
+        sigterm_pid: args.sigterm_pid,
+        cut: args.cut,
+        told_gaps: false,
+    };
+    let Outcome {
+        mut report,
+        views,
+        high,
+        disruption,
+    } = exercise(ctx, &params, "recovery").await?;
+    let mut tally = Tally::default();
+    let (mut reconnects, mut recovered, mut unrecovered) = (0, 0, 0);
+    let mut gave_up = Vec::new();
+    let mut mismatches = 0;
+    for (team, v) in &views {
+        for s in &v.segments {
+            let end = high.get(&(*team, s.epoch.clone())).copied().unwrap_or(0);
+            tally.add(&s.seq.finish(end.max(s.seq.start()), &[]));
+        }
+        reconnects += v.reconnects;
+        recovered += v.recovered;
+        unrecovered += v.unrecovered;
+        mismatches += v.position_mismatches;
+        if let Some(e) = &v.gave_up {
+            gave_up.push(e.clone());
+        }
+    }
+    report.deliveries = tally;
+    report.deliveries_per_s = tally.received as f64 / report.publish_secs.max(1e-9);
+    report.checks.push(Check {
+        name: "disruption".into(),
+        ok: reconnects > 0,
+        detail: format!("{disruption}; {reconnects} reconnects"),
+    });
+    report.checks.push(Check {
+        name: "recovered".into(),
+        ok: unrecovered == 0 && gave_up.is_empty(),
+        detail: format!(
+            "{recovered} rejoins recovered, {unrecovered} not (epoch changed or history gone), {} clients gave up{}",
+            gave_up.len(),
+            gave_up.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        ),
+    });
+    mismatch_note(&mut report, mismatches);
+    report.checks.push(Check {
+        name: "exactly once".into(),
+        ok: tally.is_exact() && tally.expected > 0,
+        detail: format!(
+            "{} of {} offsets delivered, {} lost, {} duplicated, {} out of order",
+            tally.received, tally.expected, tally.lost, tally.duplicates, tally.out_of_order
+        ),
+    });
+    Ok(report)
+}
+
+fn mismatch_note(report: &mut Report, mismatches: u64) {
+    if mismatches > 0 {
+        report.notes.push(format!(
+            "{mismatches} rejoins: Client::position was not the last offset this client consumed (it counts a message when read from the socket, before the event is handed over); rejoined from the consumed offset"
+        ));
+    }
+}
+
+/// Steady traffic while something outside breaks the nodes: per client, every offset
+/// or a `recovered: false`, nothing missing silently; and, with a database URL, every
+/// acknowledged publish in the activity log exactly once.
+pub async fn chaos(ctx: &RunCtx, args: &ChaosArgs) -> anyhow::Result<Report> {
+    let params = Params {
+        sockets: args.sockets,
+        teams: args.teams,
+        publishers: args.publishers,
+        rate: args.rate,
+        duration: args.duration,
+        drain: args.drain,
+        reconnect_timeout: args.reconnect_timeout,
+        msg_type: args.msg_type.clone(),
+        disrupt_after: args.duration,
+        sigterm_pid: None,
+        cut: false,
+        told_gaps: true,
+    };
+    let Outcome {
+        mut report,
+        views,
+        high,
+        ..
+    } = exercise(ctx, &params, "chaos").await?;
+    let mut tally = Tally::default();
+    let mut mismatches = 0;
+    for (team, v) in &views {
+        let mut own = Tally::default();
+        for s in &v.segments {
+            // A closed segment ended with a `recovered: false`: the client was told.
+            let end = if s.closed {
+                s.seq.high()
+            } else {
+                high.get(&(*team, s.epoch.clone())).copied().unwrap_or(0)
+            };
+            own.add(&s.seq.finish(end.max(s.seq.start()), &[]));
+        }
+        tally.add(&own);
+        mismatches += v.position_mismatches;
+        report.clients.push(ClientOutcome {
+            client: v.index,
+            team: ctx_team(ctx, *team),
+            reconnects: v.reconnects,
+            recovered: v.recovered,
+            told_unrecovered: v.unrecovered,
+            received: own.received,
+            lost: own.lost,
+            duplicates: own.duplicates,
+            gave_up: v.gave_up.clone(),
+        });
+    }
+    report.deliveries = tally;
+    report.deliveries_per_s = tally.received as f64 / report.publish_secs.max(1e-9);
+    report.publish_errors_expected = true;
+    let count = |f: fn(&ClientOutcome) -> bool| report.clients.iter().filter(|c| f(c)).count();
+    let every = count(|c| c.verdict() == "every offset");
+    let told = count(|c| {
+        c.gave_up.is_none() && c.lost == 0 && c.duplicates == 0 && c.told_unrecovered > 0
+    });
+    let bad = report.clients.len() - every - told;
+    let reconnects: u64 = report.clients.iter().map(|c| c.reconnects).sum();
+    report.checks.push(Check {
+        name: "faults seen".into(),
+        ok: reconnects > 0,
+        detail: format!(
+            "{reconnects} reconnects over {} clients",
+            report.clients.len()
+        ),
+    });
+    report.checks.push(Check {
+        name: "nothing missing silently".into(),
+        ok: bad == 0 && tally.expected > 0,
+        detail: format!(
+            "{every} clients got every offset, {told} were told recovered: false (and missed nothing else), {bad} lost or duplicated offsets or gave up; {} of {} offsets delivered, {} lost, {} duplicated",
+            tally.received, tally.expected, tally.lost, tally.duplicates
+        ),
+    });
+    mismatch_note(&mut report, mismatches);
+    if let Some(url) = &args.activity_database_url {
+        let acked: Vec<(u32, u64)> = views
+            .iter()
+            .filter_map(|(_, v)| v.publisher.map(|p| (p, v)))
+            .flat_map(|(p, v)| v.acked.iter().map(move |s| (p, *s)))
+            .collect();
+        report.checks.push(
+            activity_check(
+                url,
+                &ctx.run_id,
+                &args.msg_type,
+                &acked,
+                args.activity_settle,
+            )
+            .await,
+        );
+    }
+    Ok(report)
+}
+
+fn ctx_team(ctx: &RunCtx, team: usize) -> String {
+    format!("{}-t{team}", ctx.run_id)
+}
+
+/// Counts the run's message rows in the activity log, waiting (up to `settle`) for the
+/// writers to catch up, and compares them with the acknowledged publishes.
+async fn activity_check(
+    url: &str,
+    run_id: &str,
+    msg_type: &str,
+    acked: &[(u32, u64)],
+    settle: Duration,
+) -> Check {
+    let name = "activity exactly once".to_owned();
+    let counted = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        let deadline = Instant::now() + settle;
+        let mut last = None;
+        loop {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT (metadata->>'p')::bigint, (metadata->>'s')::bigint, count(*)                  FROM activity_logs WHERE team_id LIKE $1 AND action = $2 GROUP BY 1, 2",
+            )
+            .bind(format!("{run_id}-t%"))
+            .bind(msg_type)
+            .fetch_all(&pool)
+            .await?;
+            let total: i64 = rows.iter().map(|r| r.2).sum();
+            // Settled: every acknowledged publish has arrived, or nothing changed for
+            // a second while the deadline allows more.
+            let settled = total as usize >= acked.len() && last == Some(total);
+            if settled || Instant::now() >= deadline {
+                return Ok::<_, sqlx::Error>(rows);
+            }
+            last = Some(total);
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    };
+    let rows = match counted.await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: format!("could not count the activity rows: {e}"),
+            };
+        }
+    };
+    let counts: BTreeMap<(u32, u64), i64> = rows
+        .iter()
+        .map(|&(p, s, n)| ((p as u32, s as u64), n))
+        .collect();
+    let lost = acked.iter().filter(|k| !counts.contains_key(k)).count();
+    let doubled = counts.values().filter(|&&n| n > 1).count();
+    let acked_set: std::collections::BTreeSet<_> = acked.iter().collect();
+    let unacked = counts.keys().filter(|k| !acked_set.contains(k)).count();
+    Check {
+        name,
+        ok: lost == 0 && doubled == 0 && !acked.is_empty(),
+        detail: format!(
+            "{} acknowledged publishes: {} in the log once, {lost} missing, {doubled} written more than once; {unacked} rows of publishes whose reply was lost (a node died between applying and answering)",
+            acked.len(),
+            acked.len() - lost,
+        ),
+    }
+}
+
+async fn exercise(ctx: &RunCtx, args: &Params, scenario: &str) -> anyhow::Result<Outcome> {
     if ctx.common.server_kind != ServerKind::Teamhub {
-        bail!("recovery needs the hub: the baselines have no offsets or history");
+        bail!("{scenario} needs the hub: the baselines have no offsets or history");
     }
     if ctx.common.processes > 1 || ctx.common.child.is_some() {
-        bail!("recovery runs in one process; drop --processes");
+        bail!("{scenario} runs in one process; drop --processes");
     }
     let plan = ctx.plan(args.sockets, args.teams, args.publishers)?;
     let load = crate::cli::LoadArgs {
@@ -106,6 +412,7 @@ pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
         stop: tokio_util::sync::CancellationToken::new(),
         per_publisher_rate: args.rate / plan.total_publishers.max(1) as f64,
         reconnect_timeout: args.reconnect_timeout,
+        told_gaps: args.told_gaps,
         high: AsyncMutex::new(BTreeMap::new()),
     });
     let progress = ctx.progress(plan.sockets.len(), &live);
@@ -130,6 +437,10 @@ pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
     }
     let start = Instant::now();
     let _ = go_tx.send(true);
+    if args.told_gaps {
+        // The chaos script starts its fault timeline on this line.
+        eprintln!("chaos: publishing started");
+    }
     let mut disruption = format!(
         "none by the generator: disrupt the node by hand within {:?}",
         args.duration
@@ -162,26 +473,12 @@ pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
     drop(progress);
 
     let high = shared.high.lock().await.clone();
-    let mut tally = Tally::default();
-    let (mut reconnects, mut recovered, mut unrecovered, mut sent, mut errors) = (0, 0, 0, 0, 0);
-    let mut gave_up = Vec::new();
-    let mut mismatches = 0;
-    for (team, v) in &views {
-        for (epoch, seq) in &v.segments {
-            let end = high.get(&(*team, epoch.clone())).copied().unwrap_or(0);
-            tally.add(&seq.finish(end.max(seq.start()), &[]));
-        }
-        reconnects += v.reconnects;
-        recovered += v.recovered;
-        unrecovered += v.unrecovered;
+    let (mut sent, mut errors) = (0, 0);
+    for (_, v) in &views {
         sent += v.sent;
         errors += v.publish_errors;
-        mismatches += v.position_mismatches;
-        if let Some(e) = &v.gave_up {
-            gave_up.push(e.clone());
-        }
     }
-    let mut report = ctx.report("recovery");
+    let mut report = ctx.report(scenario);
     report.teams = args.teams;
     report.publishers_per_team = args.publishers;
     report.target_rate_msgs_per_s = args.rate;
@@ -191,39 +488,16 @@ pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
     report.sockets_connected = plan.sockets.len() - failed.len();
     report.setup_errors = failed.into_iter().take(5).collect();
     report.sent = sent;
+    report.acked = sent;
     report.publish_errors = errors;
-    report.deliveries = tally;
     report.publish_secs = publish_secs;
-    report.deliveries_per_s = tally.received as f64 / publish_secs.max(1e-9);
     report.latency_us = (&*shared.latency.lock().unwrap()).into();
-    report.checks.push(Check {
-        name: "disruption".into(),
-        ok: reconnects > 0,
-        detail: format!("{disruption}; {reconnects} reconnects"),
-    });
-    report.checks.push(Check {
-        name: "recovered".into(),
-        ok: unrecovered == 0 && gave_up.is_empty(),
-        detail: format!(
-            "{recovered} rejoins recovered, {unrecovered} not (epoch changed or history gone), {} clients gave up{}",
-            gave_up.len(),
-            gave_up.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
-        ),
-    });
-    if mismatches > 0 {
-        report.notes.push(format!(
-            "{mismatches} rejoins: Client::position was not the last offset this client consumed (it counts a message when read from the socket, before the event is handed over); rejoined from the consumed offset"
-        ));
-    }
-    report.checks.push(Check {
-        name: "exactly once".into(),
-        ok: tally.is_exact() && tally.expected > 0,
-        detail: format!(
-            "{} of {} offsets delivered, {} lost, {} duplicated, {} out of order",
-            tally.received, tally.expected, tally.lost, tally.duplicates, tally.out_of_order
-        ),
-    });
-    Ok(report)
+    Ok(Outcome {
+        report,
+        views,
+        high,
+        disruption,
+    })
 }
 
 /// Connects (trying each URL in turn from `first`) and joins, until `deadline`.
@@ -279,7 +553,11 @@ async fn client_task(
     sh: Arc<Shared>,
     ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
 ) -> ClientView {
-    let mut view = ClientView::default();
+    let mut view = ClientView {
+        index: spec.index,
+        publisher: spec.publisher,
+        ..ClientView::default()
+    };
     let deadline = Instant::now() + sh.cfg.connect_timeout;
     let first_url = spec.index % sh.urls.len();
     let (mut client, reply, mut url) =
@@ -314,11 +592,15 @@ async fn client_task(
                 changed.is_ok() && *cut.borrow_and_update()
             }
             _ = tick.tick(), if publishing && start.elapsed() < sh.cfg.duration => {
-                let p = Payload { sent_us: now_us(), publisher: spec.publisher.unwrap_or_default(), seq: view.sent + 1 };
+                // Every attempt gets its own number, so a publish that was applied but
+                // whose reply was lost is not mistaken for the next one's.
+                view.attempts += 1;
+                let p = Payload { sent_us: now_us(), publisher: spec.publisher.unwrap_or_default(), seq: view.attempts };
                 let data: serde_json::Value = serde_json::from_str(&p.encode(&sh.pad)).unwrap_or_default();
                 match client.publish(&team, &sh.cfg.msg_type, &data, true).await {
                     Ok(_) => {
                         view.sent += 1;
+                        view.acked.push(p.seq);
                         crate::engine::bump(&sh.live.sent, 1);
                     }
                     Err(_) => view.publish_errors += 1,
@@ -374,9 +656,13 @@ async fn client_task(
                     }
                 } else {
                     view.unrecovered += 1;
-                    // Same epoch but history gone: the jump shows up as a gap (lost).
-                    // A new epoch is a new sequence from its join offset.
-                    if reply.epoch != epoch {
+                    if sh.told_gaps {
+                        // Chaos: the client was told; it goes on from the reply.
+                        epoch = reply.epoch.clone();
+                        view.told(&epoch, reply.offset);
+                    } else if reply.epoch != epoch {
+                        // Same epoch but history gone: the jump shows up as a gap
+                        // (lost). A new epoch is a new sequence from its join offset.
                         epoch = reply.epoch.clone();
                         *view.segment(&epoch) = Sequence::new(reply.offset);
                     }
