@@ -439,13 +439,16 @@ async fn writer_bench() -> anyhow_like::Result {
     ))
     .await?;
     sqlite.migrate().await?;
-    println!("| backend | max_batch | events | seconds | rows/s | record() ns/event |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| backend | max_batch | journal | events | seconds | rows/s | record() ns/event |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
     let mut result = Ok(());
     for (name, db) in [("postgres", &pg), ("sqlite", &sqlite)] {
         for max_batch in [512, 4096] {
-            if let Err(e) = writer_run(name, db, max_batch).await {
-                result = Err(e);
+            // The journal (one write(2) per event on `record`) against none, in one run.
+            for journal in [false, true] {
+                if let Err(e) = writer_run(name, db, max_batch, journal).await {
+                    result = Err(e);
+                }
             }
         }
     }
@@ -455,18 +458,27 @@ async fn writer_bench() -> anyhow_like::Result {
     result
 }
 
-async fn writer_run(name: &str, db: &Database, max_batch: usize) -> anyhow_like::Result {
+async fn writer_run(
+    name: &str,
+    db: &Database,
+    max_batch: usize,
+    journal: bool,
+) -> anyhow_like::Result {
     let sink = db.activity_sink();
+    let spill_dir = tempfile::tempdir()?;
     let (writer, task) = spawn_writer(
         Arc::clone(&sink),
         WriterConfig {
             // Room for every event: the run measures the writer, not drops.
             queue_capacity: WRITER_EVENTS,
             max_batch,
+            spill_path: Some(spill_dir.path().join("activity.spill")),
+            journal,
             ..WriterConfig::default()
         },
     );
-    let team = team_name(max_batch);
+    // Each run its own team, so the rows of one do not collide with another's.
+    let team = team_name(max_batch + usize::from(journal));
     let start = OffsetDateTime::now_utc();
     let events: Vec<ActivityEvent> = (0..WRITER_EVENTS)
         .map(|i| row(&team, i, i, start))
@@ -486,7 +498,8 @@ async fn writer_run(name: &str, db: &Database, max_batch: usize) -> anyhow_like:
         .into());
     }
     println!(
-        "| {name} | {max_batch} | {WRITER_EVENTS} | {secs:.2} | {:.0} | {:.0} |",
+        "| {name} | {max_batch} | {} | {WRITER_EVENTS} | {secs:.2} | {:.0} | {:.0} |",
+        if journal { "on" } else { "off" },
         WRITER_EVENTS as f64 / secs,
         recorded.as_nanos() as f64 / WRITER_EVENTS as f64
     );

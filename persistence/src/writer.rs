@@ -37,16 +37,17 @@
 //!
 //! What a kill loses. On `SIGKILL` (or a panic that aborts, or the OOM killer) nothing
 //! runs, so everything only in memory is gone: the events in the queue, the batch being
-//! collected, and the batch being written unless its transaction had committed. With
-//! the default queue of 65,536 events, that can be tens of thousands of events; a
-//! smaller `queue_capacity` with a spill file loses less (only what was queued) at the
-//! cost of more file I/O under load. Events already appended to the spill file survive
-//! a process kill (they are in the OS page cache) and are replayed by the next writer
-//! started with the same `spill_path`; they do not survive an OS crash or power loss
-//! (no `fsync`). A line being appended at the moment of the kill is lost
-//! (`spill_corrupt`). Lines replayed but not yet truncated are replayed again after a
-//! restart, which adds no rows (ids). The same holds when `shutdown`'s deadline passes:
-//! the queue's remainder is lost, the spill file stays for the next start.
+//! collected, and the batch being written unless its transaction had committed. With a
+//! spill file and [`WriterConfig::journal`] (the default), every event is also in the
+//! journal (module `journal`) before `record` returns, and the next writer started
+//! with the same `spill_path` replays it: a kill loses nothing that was recorded.
+//! Without the journal, a kill loses what was in memory (up to the queue's 65,536
+//! events by default). The journal and the spill survive a process kill (they are in
+//! the OS page cache), not an OS crash or power loss (no `fsync`). A line being appended
+//! at the moment of the kill is lost (`spill_corrupt`); its `record` had not returned.
+//! Lines replayed but not yet truncated are replayed again after a restart, which adds
+//! no rows (ids). The same holds when `shutdown`'s deadline passes: the queue's
+//! remainder is in the journal and the spill file, which stay for the next start.
 //!
 //! Shutdown does not wait for the (many) `ActivityWriter` clones to be dropped: it flips
 //! a shared flag that turns every clone into a counting no-op, closes the queue, and the
@@ -359,7 +360,10 @@ impl ActivityWriter {
         // already have written.
         self.shared.accepted.fetch_add(1, Ordering::AcqRel);
         // With a journal the event is on disk before it is queued, and queued in
-        // journal order (one lock for both), so a kill loses nothing acknowledged.
+        // journal order (one lock for both), so a kill loses nothing acknowledged. A
+        // full queue hands the event back in the error, for the spill: that is the
+        // large `Err` clippy would flag.
+        #[allow(clippy::result_large_err)]
         let sent = match &self.journal {
             Some(journal) => journal.append(&crate::spill::encode(&event), |seq| {
                 self.tx.try_send(Queued { seq, event })

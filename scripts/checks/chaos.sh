@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reliability under faults, in their short forms (docs/reliability.md): the chaos run
+# (three nodes on a private Redis and the test Postgres: SIGKILL a node, restart Redis,
+# cut Postgres; every client gets every offset or is told `recovered: false`, every
+# acknowledged publish is in the activity log once) and the churn soak (10,000
+# connects and disconnects; RSS back within 10 %). Needs redis-server, psql, python3,
+# curl; fails, never skips.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for tool in redis-server redis-cli psql python3 curl; do
+  command -v "$tool" >/dev/null || { echo "FATAL: $tool is needed" >&2; exit 1; }
+done
+cargo build --quiet --locked -p teamhub -p teamhub-loadtest
+export DATABASE_URL="${TEAMHUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+printf '\n--> chaos (short)\n'
+loadtest/chaos.sh --short | grep -v '^  client '
+printf '\n--> soak (short)\n'
+loadtest/soak.sh --short
