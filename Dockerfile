@@ -38,14 +38,10 @@ RUN apt-get update \
     && install -d -o teamhub -g teamhub -m 0750 /var/lib/teamhub
 COPY --from=builder /usr/local/bin/teamhub /usr/local/bin/teamhub
 
-# MALLOC_ARENA_MAX: glibc's default (up to 8 malloc arenas per core) fragments under
-# connection churn, so RSS creeps up by ~500 B per connect and disconnect; two arenas
-# keep it flat (BENCHMARKS.md, "Soak").
 ENV TEAMHUB_LISTEN=0.0.0.0:8080 \
     TEAMHUB_DATABASE_URL=sqlite:///var/lib/teamhub/teamhub.db \
     TEAMHUB_ACTIVITY_SPILL_PATH=/var/lib/teamhub/activity.spill \
-    TEAMHUB_LOG_FORMAT=json \
-    MALLOC_ARENA_MAX=2
+    TEAMHUB_LOG_FORMAT=json
 WORKDIR /var/lib/teamhub
 VOLUME ["/var/lib/teamhub"]
 USER 10001:10001

@@ -26,9 +26,7 @@ log() { printf '%s soak: %s\n' "$(date +%T)" "$*"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$NODE/status"; }
 
 # SOAK_DATABASE_URL: another database (a Postgres schema URL, say); SQLite by default.
-# MALLOC_ARENA_MAX as the Dockerfile and the manifests ship it (2); set it empty to
-# see glibc's default arenas.
-MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} TEAMHUB_JWT_SECRET=$SECRET RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --listen "127.0.0.1:$PORT" \
+TEAMHUB_JWT_SECRET=$SECRET RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --listen "127.0.0.1:$PORT" \
   --database-url "${SOAK_DATABASE_URL:-sqlite://$WORK/hub.db}" --activity-spill-path "$WORK/activity.spill" \
   --rate-limit 0 >"$WORK/node.log" 2>&1 &
 NODE=$!

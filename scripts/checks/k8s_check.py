@@ -54,9 +54,8 @@ CRD_SCHEMAS = {
 }
 # Metrics the alerts may use that other exporters define.
 FOREIGN_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
-# Read by the process but not teamhub flags: the log filter of tracing-subscriber, and
-# glibc's malloc arena limit.
-EXTRA_ENV = {"RUST_LOG", "MALLOC_ARENA_MAX"}
+# Read by the process but not a teamhub flag: the log filter of tracing-subscriber.
+EXTRA_ENV = {"RUST_LOG"}
 PROBE_PATHS = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
 
 failures = []
