@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Reliability under faults, in their short forms (docs/reliability.md): the chaos run
+# Reliability under faults, in its short form (docs/reliability.md): the chaos run
 # (three nodes on a private Redis and the test Postgres: SIGKILL a node, restart Redis,
 # cut Postgres; every client gets every offset or is told `recovered: false`, every
-# acknowledged publish is in the activity log once) and the churn soak (10,000
-# connects and disconnects; RSS back within 10 %). Needs redis-server, psql, python3,
-# curl; fails, never skips.
+# acknowledged publish is in the activity log once). The churn soak
+# (loadtest/soak.sh) is not run here yet: its figures are not settled (docs/reliability.md).
+# Needs redis-server, psql, python3, curl; fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,5 +15,3 @@ cargo build --quiet --locked -p teamhub -p teamhub-loadtest
 export DATABASE_URL="${TEAMHUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 printf '\n--> chaos (short)\n'
 loadtest/chaos.sh --short | grep -v '^  client '
-printf '\n--> soak (short)\n'
-loadtest/soak.sh --short
