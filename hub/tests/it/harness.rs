@@ -238,11 +238,22 @@ impl TestHub {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&text, name, "")
     }
+}
+
+/// The sum of the series of metric `name` in a Prometheus text page whose labels
+/// contain `labels` (`""` for every series).
+pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|series| series.contains(labels))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn token_with(user: &str, teams: &[(&str, &str)], edit: impl FnOnce(&mut Claims)) -> String {

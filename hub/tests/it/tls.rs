@@ -106,15 +106,7 @@ impl TlsNode {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter(|l| {
-                l.split(' ')
-                    .next()
-                    .is_some_and(|series| series.contains(labels))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&text, name, labels)
     }
 }
 
