@@ -95,7 +95,7 @@ impl TlsFiles {
         Ok((read(&self.cert)?, read(&self.key)?))
     }
 
-    fn load(&self, source: (Vec<u8>, Vec<u8>)) -> Result<Loaded, TlsError> {
+    fn load(&self, source: &(Vec<u8>, Vec<u8>)) -> Result<Loaded, TlsError> {
         let pem = |path: &Path, reason: String| TlsError::Pem {
             path: path.to_owned(),
             reason,
@@ -115,7 +115,7 @@ impl TlsFiles {
         let key = CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Pair)?;
         Ok(Loaded {
             key: Arc::new(key),
-            source,
+            source: source.clone(),
             not_after,
         })
     }
@@ -150,7 +150,7 @@ impl ResolvesServerCert for CertResolver {
 impl CertResolver {
     /// Loads the pair; an error here stops the node from starting.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let loaded = files.load(files.read()?)?;
+        let loaded = files.load(&files.read()?)?;
         metrics::gauge!(CERT_EXPIRY).set(loaded.not_after as f64);
         Ok(Arc::new(CertResolver {
             files,
@@ -185,7 +185,7 @@ impl CertResolver {
                 return false;
             }
         }
-        match self.files.load(source) {
+        match self.files.load(&source) {
             Ok(loaded) => {
                 tracing::info!(
                     cert = %self.files.cert.display(),
@@ -200,13 +200,13 @@ impl CertResolver {
             Err(e) => {
                 tracing::error!(error = %e, "new TLS certificate pair does not load; keeping the pair in service");
                 metrics::counter!(RELOADS, "result" => "failed").increment(1);
-                // Remember the broken bytes so the same failure is logged once, not
-                // every second; a further change is tried again.
-                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-                current.source = match self.files.read() {
-                    Ok(source) => source,
-                    Err(_) => return false,
-                };
+                // Remember the bytes that failed (not a second read, which could see
+                // a newer pair) so the same failure is logged once, not every second;
+                // a further change is tried again.
+                self.current
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .source = source;
                 false
             }
         }
