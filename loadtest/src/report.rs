@@ -92,18 +92,18 @@ pub struct ClientOutcome {
 }
 
 impl ClientOutcome {
+    /// Nothing went missing or came twice without a `recovered: false` to say so.
+    pub fn clean(&self) -> bool {
+        self.gave_up.is_none() && self.lost == 0 && self.duplicates == 0
+    }
+
     /// `every offset`, `told recovered: false`, or what went wrong.
     pub fn verdict(&self) -> String {
-        match (
-            &self.gave_up,
-            self.lost,
-            self.duplicates,
-            self.told_unrecovered,
-        ) {
+        match (&self.gave_up, self.clean(), self.told_unrecovered) {
             (Some(e), ..) => format!("gave up: {e}"),
-            (None, 0, 0, 0) => "every offset".into(),
-            (None, 0, 0, n) => format!("told recovered: false ({n}x), nothing else missing"),
-            (None, lost, dup, _) => format!("LOST {lost}, duplicated {dup}"),
+            (None, true, 0) => "every offset".into(),
+            (None, true, n) => format!("told recovered: false ({n}x), nothing else missing"),
+            (None, false, _) => format!("LOST {}, duplicated {}", self.lost, self.duplicates),
         }
     }
 }

@@ -118,6 +118,8 @@ struct Outcome {
     views: Vec<(usize, ClientView)>,
     high: BTreeMap<(usize, String), u64>,
     disruption: String,
+    /// Team names by index, as the clients joined them.
+    teams: Vec<String>,
 }
 
 struct Shared {
@@ -157,6 +159,7 @@ pub async fn run(ctx: &RunCtx, args: &RecoveryArgs) -> anyhow::Result<Report> {
         views,
         high,
         disruption,
+        ..
     } = exercise(ctx, &params, "recovery").await?;
     let mut tally = Tally::default();
     let (mut reconnects, mut recovered, mut unrecovered) = (0, 0, 0);
@@ -233,6 +236,7 @@ pub async fn chaos(ctx: &RunCtx, args: &ChaosArgs) -> anyhow::Result<Report> {
         mut report,
         views,
         high,
+        teams,
         ..
     } = exercise(ctx, &params, "chaos").await?;
     let mut tally = Tally::default();
@@ -252,7 +256,7 @@ pub async fn chaos(ctx: &RunCtx, args: &ChaosArgs) -> anyhow::Result<Report> {
         mismatches += v.position_mismatches;
         report.clients.push(ClientOutcome {
             client: v.index,
-            team: ctx_team(ctx, *team),
+            team: teams[*team].clone(),
             reconnects: v.reconnects,
             recovered: v.recovered,
             told_unrecovered: v.unrecovered,
@@ -266,10 +270,8 @@ pub async fn chaos(ctx: &RunCtx, args: &ChaosArgs) -> anyhow::Result<Report> {
     report.deliveries_per_s = tally.received as f64 / report.publish_secs.max(1e-9);
     report.publish_errors_expected = true;
     let count = |f: fn(&ClientOutcome) -> bool| report.clients.iter().filter(|c| f(c)).count();
-    let every = count(|c| c.verdict() == "every offset");
-    let told = count(|c| {
-        c.gave_up.is_none() && c.lost == 0 && c.duplicates == 0 && c.told_unrecovered > 0
-    });
+    let every = count(|c| c.clean() && c.told_unrecovered == 0);
+    let told = count(|c| c.clean() && c.told_unrecovered > 0);
     let bad = report.clients.len() - every - told;
     let reconnects: u64 = report.clients.iter().map(|c| c.reconnects).sum();
     report.checks.push(Check {
@@ -307,10 +309,6 @@ pub async fn chaos(ctx: &RunCtx, args: &ChaosArgs) -> anyhow::Result<Report> {
         );
     }
     Ok(report)
-}
-
-fn ctx_team(ctx: &RunCtx, team: usize) -> String {
-    format!("{}-t{team}", ctx.run_id)
 }
 
 /// Counts the run's message rows in the activity log, waiting (up to `settle`) for the
@@ -497,6 +495,7 @@ async fn exercise(ctx: &RunCtx, args: &Params, scenario: &str) -> anyhow::Result
         views,
         high,
         disruption,
+        teams: (0..args.teams).map(|t| shared.cfg.team_name(t)).collect(),
     })
 }
 
