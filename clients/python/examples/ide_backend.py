@@ -4,7 +4,8 @@ Editor -> backend, one object per line:
   {"cmd": "status", "status": "busy"}                   shown to others in presence
   {"cmd": "open", "file": "src/main.rs"}                announced to the team
   {"cmd": "say", "text": "review please"}               a chat message
-  {"cmd": "save_pattern", "name": "retry", "content": {...}}
+  {"cmd": "save_pattern", "name": "retry", "content": {...}, "base": 1}
+                                                        "base": the version edited (optional)
 Backend -> editor: {"event": "ready" | "message" | "presence" | "reload" | "pattern" |
   "saved" | "conflict" | "offline" | "online" | "error" | "stopped", ...}
 
@@ -169,7 +170,10 @@ class Backend:
                 case {"cmd": "say", "text": str(text)}:
                     await self.client.publish(TEAM, "chat.message", {"text": text}, echo=True)
                 case {"cmd": "save_pattern", "name": str(name), "content": content}:
-                    stored = await self.library.push(name, content, resolver=merge)
+                    base = cmd.get("base")
+                    stored = await self.library.push(
+                        name, content, resolver=merge, base_version=base if isinstance(base, int) else None
+                    )
                     emit("saved", name=name, version=stored["version"], content=stored["content"])
                 case _:
                     emit("error", code="bad_request", message=f"unknown command {cmd!r}")

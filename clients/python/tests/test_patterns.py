@@ -103,6 +103,24 @@ async def test_a_409_is_a_conflict_with_both_versions(editor: Rest, other: Rest)
     assert e2.value.conflict.base is None and e2.value.conflict.theirs["version"] == 2
 
 
+async def test_base_version_conflicts_even_when_the_local_copy_is_newer(editor: Rest, other: Rest) -> None:
+    mine = PatternLibrary(editor, "t")
+    await mine.push("retry", {"attempts": 3})
+    await other.update_pattern("t", "retry", {"attempts": 3, "jitter": True}, version=1)
+    await mine.pull()
+    assert mine.get("retry")["version"] == 2  # type: ignore[index]
+    # Edited from version 1: without base_version this write would win silently.
+    with pytest.raises(PatternConflictError) as e:
+        await mine.push("retry", {"attempts": 5}, base_version=1)
+    assert e.value.conflict.theirs["version"] == 2
+    merged = await mine.push(
+        "retry", {"attempts": 5}, base_version=1, resolver=lambda c: {**c.theirs["content"], **c.ours}
+    )
+    assert (merged["version"], merged["content"]) == (3, {"attempts": 5, "jitter": True})
+    with pytest.raises(ValueError):
+        await mine.push("retry", {}, base_version=0)
+
+
 async def test_a_resolver_merges_and_retries(editor: Rest, other: Rest) -> None:
     mine = PatternLibrary(editor, "t")
     await mine.push("settings", {"a": 1})

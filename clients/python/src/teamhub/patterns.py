@@ -238,19 +238,28 @@ class PatternLibrary:
         *,
         resolver: Resolver | None = None,
         max_attempts: int = 5,
+        base_version: int | None = None,
     ) -> Pattern:
-        """Writes ``content`` as ``name``, based on the local copy's version. Returns
+        """Writes ``content`` as ``name``, based on the local copy's version, or on
+        ``base_version`` when given: the version the content was edited from (an
+        editor that opened version 1 must see a conflict when someone saved version 2
+        meanwhile, even if its notice has already updated the local copy). Returns
         the stored pattern (``theirs`` when the resolver took it). Raises
         ``PatternConflictError`` on a 409 without a resolver, or when ``max_attempts``
         writes all lost their races."""
         check_ident("pattern name", name)
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if base_version is not None and base_version < 1:
+            raise ValueError("base_version must be >= 1")
         base = self._state.patterns.get(name)
         conflict: PatternConflict | None = None
         for _ in range(max_attempts):
             try:
-                if base is None or base["deleted"]:
+                if base_version is not None:
+                    version, base_version = base_version, None  # the first attempt only
+                    stored = await self.rest.update_pattern(self.team, name, content, version=version)
+                elif base is None or base["deleted"]:
                     stored = await self.rest.create_pattern(self.team, name, content)
                 else:
                     stored = await self.rest.update_pattern(self.team, name, content, version=base["version"])

@@ -351,9 +351,18 @@ class PatternLibrary:
         return self._loop.run(self.aio.pull())
 
     def push(
-        self, name: str, content: Any, *, resolver: Resolver | None = None, max_attempts: int = 5
+        self,
+        name: str,
+        content: Any,
+        *,
+        resolver: Resolver | None = None,
+        max_attempts: int = 5,
+        base_version: int | None = None,
     ) -> Pattern:
-        return self._loop.run(self.aio.push(name, content, resolver=resolver, max_attempts=max_attempts))
+        push = self.aio.push(
+            name, content, resolver=resolver, max_attempts=max_attempts, base_version=base_version
+        )
+        return self._loop.run(push)
 
     def delete(self, name: str, *, force: bool = False) -> None:
         self._loop.run(self.aio.delete(name, force=force))
