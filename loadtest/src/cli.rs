@@ -223,6 +223,17 @@ pub struct ChurnArgs {
     /// How long each churning socket stays.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub churn_lifetime: Duration,
+    /// Make exactly this many churning connects, however long it takes at
+    /// --churn-rate (the steady load still runs for --duration). Without it the
+    /// churners arrive for as long as the steady load runs, as many as the
+    /// generator manages.
+    #[arg(long)]
+    pub churn_count: Option<u64>,
+    /// At most this many churning sockets at once: when they fall behind (the hub
+    /// or the generator is short of CPU), arrivals wait instead of piling up, since
+    /// every extra churner also receives the presence diffs of all the others.
+    #[arg(long, default_value_t = 200)]
+    pub churn_concurrency: usize,
     /// Longest wait for presence to settle at the end.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub settle: Duration,

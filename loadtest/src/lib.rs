@@ -70,7 +70,17 @@ fn active_time(s: &Scenario) -> (usize, std::time::Duration) {
     match s {
         Scenario::Idle(a) => (a.sockets, a.duration),
         Scenario::Fanout(a) => (a.sockets, a.duration + a.drain),
-        Scenario::Churn(a) => (a.load.sockets, a.load.duration + a.load.drain + a.settle),
+        Scenario::Churn(a) => {
+            // A fixed count of churners takes as long as the node lets it: allow it a
+            // quarter of the asked rate before the run is called stuck.
+            let churning = a.churn_count.map_or(std::time::Duration::ZERO, |count| {
+                std::time::Duration::from_secs_f64(4.0 * count as f64 / a.churn_rate.max(1e-3))
+            });
+            (
+                a.load.sockets,
+                a.load.duration.max(churning) + a.load.drain + a.settle,
+            )
+        }
         Scenario::Recovery(a) => (
             a.sockets,
             a.duration + a.drain + a.reconnect_timeout + a.disrupt_after,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::addrs::parse_source_addrs;
@@ -64,7 +65,7 @@ pub async fn run(ctx: &RunCtx, args: &ChurnArgs) -> anyhow::Result<Report> {
     report.servers = cp.costs(result.connected, result.tally.received);
     report.checks.push(Check {
         name: "churn".into(),
-        ok: stats.failed == 0,
+        ok: stats.failed == 0 && args.churn_count.is_none_or(|count| stats.joined == count),
         detail: format!(
             "{} churning sockets joined and left, {} failed{}",
             stats.joined,
@@ -89,13 +90,24 @@ async fn churn_loop(ctx: RunCtx, cfg: LoadConfig, args: ChurnArgs, teams: usize)
     let mut tick = tokio::time::interval(
         Duration::from_secs_f64(1.0 / args.churn_rate).max(Duration::from_millis(1)),
     );
+    // After a wait for a free slot, carry on at the rate instead of making up for it.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     let mut k = 0usize;
-    // Churners stop arriving early enough to have left before the load ends.
+    // Churners stop arriving early enough to have left before the load ends, unless
+    // a count is asked for: then they arrive until there were that many.
     let arrive_until = args.load.duration.saturating_sub(args.churn_lifetime);
-    while start.elapsed() < arrive_until {
+    let more = |k: usize| match args.churn_count {
+        Some(count) => (k as u64) < count,
+        None => start.elapsed() < arrive_until,
+    };
+    let slots = Arc::new(Semaphore::new(args.churn_concurrency.max(1)));
+    while more(k) {
         tick.tick().await;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let team = k % teams;
         let user = format!("lt-churn-{k}");
         let url = urls[k % urls.len()].clone();
@@ -104,45 +116,66 @@ async fn churn_loop(ctx: RunCtx, cfg: LoadConfig, args: ChurnArgs, teams: usize)
         let lifetime = args.churn_lifetime;
         let clean = k.is_multiple_of(2);
         tasks.spawn(async move {
+            let _slot = slot;
             let token = cfg.token_for(&user, team).map_err(|e| e.to_string())?;
             let dial = Dial {
                 url: &url,
                 token: Some(token),
                 bind,
             };
-            let mut socket = Socket::connect(cfg.wire, dial)
-                .await
+            let mut socket = bounded("connect", Box::pin(Socket::connect(cfg.wire, dial)))
+                .await?
                 .map_err(|e| e.to_string())?;
-            socket
-                .join(&cfg.team_name(team))
-                .await
+            bounded("join", socket.join(&cfg.team_name(team)))
+                .await?
                 .map_err(|e| e.to_string())?;
             // Keep reading (pings, messages) while staying.
             let _ = tokio::time::timeout(lifetime, async { while socket.recv().await.is_ok() {} })
                 .await;
             if clean {
-                socket.close().await;
+                bounded("close", socket.close()).await?;
             } else {
                 drop(socket);
             }
             Ok::<_, String>(())
         });
         k += 1;
+        // Reap the finished ones as we go: a long soak must not hold them all.
+        while let Some(r) = tasks.try_join_next() {
+            stats.count(r);
+        }
     }
     while let Some(r) = tasks.join_next().await {
+        stats.count(r);
+    }
+    stats
+}
+
+impl ChurnStats {
+    fn count(&mut self, r: Result<Result<(), String>, tokio::task::JoinError>) {
         match r {
-            Ok(Ok(())) => stats.joined += 1,
+            Ok(Ok(())) => self.joined += 1,
             Ok(Err(e)) => {
-                stats.failed += 1;
-                stats.first_error.get_or_insert(e);
+                self.failed += 1;
+                self.first_error.get_or_insert(e);
             }
             Err(e) => {
-                stats.failed += 1;
-                stats.first_error.get_or_insert(e.to_string());
+                self.failed += 1;
+                self.first_error.get_or_insert(e.to_string());
             }
         }
     }
-    stats
+}
+
+/// How long one step of a churning socket may take: a step that hangs (a lost
+/// handshake, a join reply that never comes, a close the hub does not answer) is
+/// counted as a failure by name instead of stalling the run.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn bounded<T>(step: &str, f: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("{step} took longer than {STEP_TIMEOUT:?}"))
 }
 
 /// Polls REST presence until every team lists exactly its steady users (one
