@@ -37,6 +37,7 @@ use crate::metrics;
 use crate::node::{ClientInfo, Node, PendingPublish};
 use crate::outbox::{Drained, Outbound, Outbox};
 use crate::registry::Framing;
+use crate::user_cap::UserSlot;
 
 use self::dispatch::Answer;
 use self::join::JoinState;
@@ -77,12 +78,15 @@ pub struct Session {
     last_seen: Instant,
     /// The connection's `conn` span (set by `run`), whose `teams` field follows joins.
     span: tracing::Span,
+    /// Its place under the user's connection cap, freed when the session is dropped.
+    _slot: UserSlot,
 }
 
 impl Session {
     pub fn new(
         node: Arc<Node>,
         identity: Identity,
+        slot: UserSlot,
         client: ClientInfo,
         framing: Framing,
     ) -> Session {
@@ -103,6 +107,7 @@ impl Session {
             expires_at,
             last_seen: Instant::now(),
             span: tracing::Span::none(),
+            _slot: slot,
         }
     }
 
