@@ -167,8 +167,15 @@ impl Session {
             if let Some(team) = seed_team
                 && let Err(e) = Box::pin(self.join_team(&team, None, None)).await
             {
-                tracing::warn!(error = %e, "seed join failed");
-                flow = Flow::Close(CloseCode::Internal, "join failed");
+                flow = if e.code == ErrorCode::QuotaExceeded {
+                    // No error frames on this endpoint: 1013 tells the client to come
+                    // back later, with backoff, as a place may free up.
+                    tracing::debug!(error = %e, "seed join over the team's quota");
+                    Flow::Close(CloseCode::Overloaded, "team quota exceeded")
+                } else {
+                    tracing::warn!(error = %e, "seed join failed");
+                    Flow::Close(CloseCode::Internal, "join failed")
+                };
             }
             if matches!(flow, Flow::Continue) {
                 flow = self.event_loop(&mut socket).await;

@@ -401,6 +401,22 @@ async fn max_connections_at_the_boundary_on_one_node() {
 }
 
 #[tokio::test]
+async fn a_seed_connection_over_the_quota_is_closed_1013() {
+    let (_dir, path) =
+        config("team-plans = \"t=seed-one\"\n[plans.seed-one]\nmax_connections = 1\n");
+    let hub = TestHub::start_with(&["--config", &path]).await;
+    let mut ann = hub.connect("ann", &[("t", "viewer")]).await;
+    ann.join("t").await;
+    let url = format!("ws://{}/ws/t", hub.addr);
+    let mut seed =
+        TestClient::connect(ConnectOptions::new(url).token(hub.token("bob", &[("t", "editor")])))
+            .await;
+    let (code, reason) = seed.expect_close().await;
+    assert_eq!((code, reason.as_str()), (Some(1013), "team quota exceeded"));
+    ann.roundtrip_strict().await;
+}
+
+#[tokio::test]
 async fn max_connections_counted_across_two_nodes() {
     let (_dir, path) = config("[plans.free]\nmax_connections = 2\n");
     let nodes = cluster(2, &["--config", &path]).await;
