@@ -4,7 +4,8 @@
 # and .svg. Needs release builds and the Socket.IO baseline installed:
 #   cargo build --release -p teamhub-loadtest -p teamhub
 #   (cd loadtest/baselines/socketio && npm ci)
-# Usage: loadtest/bench.sh [idle|fanout|ramp|all|cluster|shards] [RUN_TAG]
+# Usage: loadtest/bench.sh [idle|fanout|ramp|all|cluster|shards|quota] [RUN_TAG]
+#   quota: the fanout on 1 node (in process, then Redis) with and without plan quotas.
 #   cluster: the fanout and ramp, in one run, on: 1 node in-process; 1 and 2 nodes
 #   sharing Redis at 127.0.0.1:6379 (a fresh key prefix per layout); 2 nodes on a local
 #   3-primary Redis Cluster this script starts (ports 17001-17003); Socket.IO with its
@@ -109,6 +110,7 @@ stats_save() { # stats_save BACKEND FILE
 }
 
 CLUSTER_PIDS=()
+NODE_ARGS=()
 cluster_start() { # cluster_start NODES memory|redis|rediscluster|socketio
   local nodes=$1 backend=$2 prefix="bench-$$-$RANDOM" i port
   URLS=() PIDS=() CLUSTER_PIDS=() KIND_ARGS=()
@@ -122,7 +124,7 @@ cluster_start() { # cluster_start NODES memory|redis|rediscluster|socketio
     else
       rm -f "$WORK/node$i.db"*
       local args=(serve --listen "127.0.0.1:$port" --jwt-secret "$SECRET" --rate-limit 0
-        --database-url "sqlite://$WORK/node$i.db" --node-id "n$i")
+        --database-url "sqlite://$WORK/node$i.db" --node-id "n$i" "${NODE_ARGS[@]}")
       case $backend in
         redis) args+=(--redis-url redis://127.0.0.1:6379 --redis-key-prefix "$prefix") ;;
         rediscluster)
@@ -148,6 +150,32 @@ cluster_stop() {
   for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   CLUSTER_PIDS=()
 }
+
+if [[ $WHAT == quota ]]; then
+  # The fan-out with plan quotas checked on every publish and join (limits far above
+  # what the run uses, so nothing is refused) against the same fan-out without quotas,
+  # in process and through Redis, alternating so both see the same machine.
+  trap 'cluster_stop' EXIT
+  printf '[plans.free]\nmessages_per_day = 1000000000\nmax_connections = 1000000\n' \
+    >"$WORK/quota.toml"
+  for round in 1 2; do
+    for layout in memory redis; do
+      for quota in off on; do
+        NODE_ARGS=()
+        [[ $quota == on ]] && NODE_ARGS=(--config "$WORK/quota.toml")
+        name="hub-1node-$layout-quota-$quota-r$round"
+        cluster_start 1 "$layout"
+        stats_reset "$layout"
+        $LT fanout "${URLS[@]}" "${PIDS[@]}" \
+          --sockets 1000 --teams 10 --publishers 1 --rate 100 --duration 20s \
+          --json "$OUT/fanout-$name-$TAG.json" || echo "fanout $name exited $?"
+        [[ $layout == redis ]] && stats_save "$layout" "$OUT/fanout-$name-$TAG.commandstats"
+        cluster_stop
+      done
+    done
+  done
+  exit 0
+fi
 
 if [[ $WHAT == cluster ]]; then
   trap 'cluster_stop; shards_stop' EXIT

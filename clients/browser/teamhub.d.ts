@@ -5,7 +5,7 @@ export declare const SUBPROTOCOL: "teamhub.v1";
 export type Role = "owner" | "admin" | "editor" | "viewer" | "member" | "developer";
 export type ErrorCode =
   | "bad_request" | "unauthorized" | "forbidden" | "not_found" | "rate_limited"
-  | "too_large" | "unavailable" | "internal";
+  | "too_large" | "unavailable" | "internal" | "quota_exceeded";
 
 export interface Since { epoch: string; offset: number }
 

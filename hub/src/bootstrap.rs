@@ -21,6 +21,9 @@ use crate::control::local::LocalControl;
 use crate::control::redis::RedisControl;
 use crate::control::{Control, ControlEvent};
 use crate::node::{Limits, Node, NodeParts, OriginPolicy};
+use crate::quota::QuotaStore;
+use crate::quota::memory::MemoryQuota;
+use crate::quota::redis::RedisQuota;
 
 /// Tasks that live as long as the node and are stopped by its drain.
 pub struct Background {
@@ -42,6 +45,7 @@ struct Seams {
     presence: Arc<dyn PresenceStore>,
     redis_presence: Option<Arc<RedisPresence>>,
     control: Arc<dyn Control>,
+    quota: Arc<dyn QuotaStore>,
 }
 
 async fn seams(
@@ -63,6 +67,7 @@ async fn seams(
             presence: Arc::new(MemoryPresence::new(presence_events)),
             redis_presence: None,
             control: Arc::new(LocalControl::new(control_events)),
+            quota: Arc::new(MemoryQuota::default()),
         });
     };
     let config = RedisConfig::new(args.redis_mode, url)
@@ -92,6 +97,7 @@ async fn seams(
         presence: presence.clone(),
         redis_presence: Some(presence),
         control: Arc::new(control),
+        quota: Arc::new(RedisQuota::new(&redis, prefix, ttl)),
     })
 }
 
@@ -162,6 +168,7 @@ fn check(args: &ServeArgs) -> anyhow::Result<()> {
         ("history-ttl", args.history_ttl),
         ("drain-timeout", args.drain_timeout),
         ("retention-interval", args.retention_interval),
+        ("usage-flush-interval", args.usage_flush_interval),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -266,6 +273,10 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
+        plans: args.plan_book()?,
+        quota: seams.quota,
+        max_connections_per_user: args.max_connections_per_user,
+        api_rate_limit: args.api_rate_limit,
     }));
     // Revocations are in force before the first connection is accepted.
     let revocations = node
@@ -274,6 +285,11 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         .await
         .context("loading member revocations")?;
     node.revocations.load(&revocations);
+    tokio::spawn(prune_api_limiter(node.clone()));
+    tokio::spawn(node.usage.clone().run(
+        Duration::from_secs(args.usage_flush_interval),
+        node.shutdown.clone(),
+    ));
     let fanout = tokio::spawn(crate::fanout::run(node.clone(), events_rx, presence_rx));
     let control = tokio::spawn(control_loop(node.clone(), control_rx));
     if let Some(log) = node.control_log.clone() {
@@ -286,7 +302,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     }
     let retention = tokio::spawn(crate::retention::run(
         retention_store,
-        args.team_plans.clone(),
+        node.plans.clone(),
         Duration::from_secs(args.retention_interval),
         node.shutdown.clone(),
     ));
@@ -300,6 +316,18 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             retention,
         },
     ))
+}
+
+/// Forgets REST callers that are not over their rate limit, now and then, until the
+/// node drains.
+async fn prune_api_limiter(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(crate::http::edge::PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = tick.tick() => node.api_limiter.prune(),
+        }
+    }
 }
 
 /// A database URL without its password, for messages.

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::retention::TeamPlans;
+use crate::plans::{PlanBook, Plans, TeamPlans};
 
 /// `--max-token-lifetime` unless set: a week, longer than any identity provider's
 /// access tokens and the hub's own (`teamhub token` defaults to an hour).
@@ -159,6 +159,14 @@ pub struct ServeArgs {
     /// Inbound frames per second per connection (bursts of twice that); 0 turns it off.
     #[arg(long, env = "TEAMHUB_RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,
+    /// Open sockets one user (a JWT's user or an API key) may hold on this node; the
+    /// next handshake is refused with 429. 0 turns the cap off.
+    #[arg(long, env = "TEAMHUB_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+    /// REST requests per second per caller on this node (the token's user or API key;
+    /// without valid credentials, the client IP), bursts of twice that; 0 turns it off.
+    #[arg(long, env = "TEAMHUB_API_RATE_LIMIT", default_value_t = 100)]
+    pub api_rate_limit: u32,
     /// Teams one connection may join.
     #[arg(long, env = "TEAMHUB_MAX_JOINS", default_value_t = 100)]
     pub max_joins: usize,
@@ -184,10 +192,19 @@ pub struct ServeArgs {
         default_value = "cursor.,typing."
     )]
     pub ephemeral_prefixes: String,
-    /// Activity retention plans per team, `TEAM=PLAN,...`: `free` keeps 30 days, `pro`
-    /// 90, `enterprise` 365; teams not listed are on `free`.
+    /// Plans per team, `TEAM=PLAN,...`; teams not listed are on `free`. A plan sets
+    /// activity retention (by default `free` 30 days, `pro` 90, `enterprise` 365) and
+    /// quotas; the config file's `[plans.NAME]` tables set them and may define more.
     #[arg(long, env = "TEAMHUB_TEAM_PLANS", default_value = "", value_parser = parse_team_plans)]
     pub team_plans: TeamPlans,
+    /// What each plan allows: the built-in plans with the config file's `[plans.NAME]`
+    /// tables applied (file only; see `plans.rs`).
+    #[arg(skip)]
+    pub plans: Plans,
+    /// Seconds between two flushes of the usage counts to the database (also flushed
+    /// on drain and before a usage request is answered).
+    #[arg(long, env = "TEAMHUB_USAGE_FLUSH_INTERVAL", default_value_t = 10)]
+    pub usage_flush_interval: u64,
     /// Seconds between two passes of the activity retention job (it also runs at start).
     #[arg(long, env = "TEAMHUB_RETENTION_INTERVAL", default_value_t = 3600)]
     pub retention_interval: u64,
@@ -281,6 +298,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+impl ServeArgs {
+    /// The plans and each team's, checked against each other.
+    pub fn plan_book(&self) -> anyhow::Result<PlanBook> {
+        PlanBook::new(self.plans.clone(), self.team_plans.clone()).map_err(anyhow::Error::msg)
+    }
+}
+
 impl Cli {
     /// Parses the process arguments, applying `--config` for `serve`.
     pub fn load() -> anyhow::Result<Cli> {
@@ -288,6 +312,14 @@ impl Cli {
     }
 
     pub fn load_from<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Cli> {
+        let cli = Self::load_unchecked(args)?;
+        if let Command::Serve(serve) = &cli.command {
+            serve.plan_book()?;
+        }
+        Ok(cli)
+    }
+
+    fn load_unchecked<I: IntoIterator<Item = OsString>>(args: I) -> anyhow::Result<Cli> {
         let argv: Vec<OsString> = args.into_iter().collect();
         let matches = Cli::command().get_matches_from(argv.clone());
         let cli = Cli::from_arg_matches(&matches)?;
@@ -310,8 +342,20 @@ impl Cli {
             .map(|c| c.get_arguments().map(|a| a.get_id().to_string()).collect())
             .unwrap_or_default();
         let mut extra: Vec<OsString> = Vec::new();
+        let mut plans = Plans::default();
         for (key, value) in table {
             let id = key.replace('-', "_");
+            if id == "plans" {
+                let toml::Value::Table(table) = &value else {
+                    bail!(
+                        "config file {}: plans must be tables [plans.NAME]",
+                        path.display()
+                    );
+                };
+                plans = Plans::from_toml(table)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                continue;
+            }
             if id == "config" || !known.contains(&id) {
                 bail!("config file {}: unknown setting {key:?}", path.display());
             }
@@ -353,7 +397,11 @@ impl Cli {
         let matches = Cli::command()
             .try_get_matches_from(argv)
             .with_context(|| format!("in config file {}", path.display()))?;
-        Ok(Cli::from_arg_matches(&matches)?)
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let Command::Serve(serve) = &mut cli.command {
+            serve.plans = plans;
+        }
+        Ok(cli)
     }
 }
 
@@ -390,6 +438,7 @@ mod tests {
             ),
             (15, 65536, 5, 100)
         );
+        assert_eq!((s.max_connections_per_user, s.api_rate_limit), (100, 100));
     }
 
     #[test]
@@ -415,15 +464,15 @@ mod tests {
 
     #[test]
     fn team_plans_from_flags_environment_forms_and_file() {
-        use crate::retention::Plan;
         use teamhub_protocol::TeamId;
         let t = |s: &str| TeamId::new(s).unwrap();
+        let plan = |s: &ServeArgs, team: &str| s.team_plans.plan(&t(team)).to_string();
         let s = serve(&["serve"]);
-        assert_eq!(s.team_plans.plan(&t("any")), Plan::Free);
+        assert_eq!(plan(&s, "any"), "free");
         assert_eq!(s.retention_interval, 3600);
         let s = serve(&["serve", "--team-plans", "design=pro,acme=enterprise"]);
-        assert_eq!(s.team_plans.plan(&t("design")), Plan::Pro);
-        assert_eq!(s.team_plans.plan(&t("acme")), Plan::Enterprise);
+        assert_eq!(plan(&s, "design"), "pro");
+        assert_eq!(plan(&s, "acme"), "enterprise");
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
@@ -433,18 +482,42 @@ mod tests {
         )
         .unwrap();
         let s = serve(&["serve", "--config", path.to_str().unwrap()]);
-        assert_eq!(s.team_plans.plan(&t("design")), Plan::Pro);
-        assert_eq!(s.team_plans.plan(&t("acme")), Plan::Enterprise);
+        assert_eq!(plan(&s, "design"), "pro");
+        assert_eq!(plan(&s, "acme"), "enterprise");
         std::fs::write(&path, "team_plans = \"design=enterprise\"\n").unwrap();
         let s = serve(&["serve", "--config", path.to_str().unwrap()]);
-        assert_eq!(s.team_plans.plan(&t("design")), Plan::Enterprise);
+        assert_eq!(plan(&s, "design"), "enterprise");
 
         let argv = ["teamhub", "serve", "--team-plans", "design=gold"].map(OsString::from);
-        let err = Cli::command()
-            .try_get_matches_from(argv)
-            .unwrap_err()
-            .to_string();
+        let err = Cli::load_from(argv).unwrap_err().to_string();
         assert!(err.contains("unknown plan \"gold\""), "{err}");
+    }
+
+    #[test]
+    fn plans_tables_in_the_file() {
+        use crate::plans::PlanName;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "team-plans = \"acme=gold\"\n[plans.free]\nmessages_per_day = 100\n\
+             [plans.gold]\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let s = serve(&["serve", "--config", path.to_str().unwrap()]);
+        let book = s.plan_book().unwrap();
+        let free = book.limits(&PlanName::new("free").unwrap());
+        assert_eq!(
+            (free.retention_days, free.messages_per_day),
+            (Some(30), Some(100))
+        );
+        let (plan, gold) = book.of(&teamhub_protocol::TeamId::new("acme").unwrap());
+        assert_eq!((plan.as_str(), gold.max_connections), ("gold", Some(7)));
+
+        std::fs::write(&path, "[plans.free]\nmessages = 1\n").unwrap();
+        let argv = ["teamhub", "serve", "--config", path.to_str().unwrap()].map(OsString::from);
+        let err = Cli::load_from(argv).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"messages\""), "{err}");
     }
 
     #[test]

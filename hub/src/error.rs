@@ -39,7 +39,22 @@ impl OpError {
 
 impl From<BrokerError> for OpError {
     fn from(e: BrokerError) -> Self {
-        tracing::warn!(error = %e, "broker call failed");
+        match e {
+            BrokerError::QuotaExceeded => Self::new(
+                ErrorCode::QuotaExceeded,
+                "the team's plan allows no more messages today (UTC)",
+            ),
+            BrokerError::Unavailable(_) => {
+                tracing::warn!(error = %e, "broker call failed");
+                Self::new(ErrorCode::Unavailable, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::quota::QuotaError> for OpError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        tracing::warn!(error = %e, "quota store call failed");
         Self::new(ErrorCode::Unavailable, e.to_string())
     }
 }

@@ -22,6 +22,8 @@ pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod outbox;
+pub mod plans;
+pub mod quota;
 pub mod registry;
 pub mod retention;
 pub mod revocation;
@@ -29,5 +31,7 @@ mod server;
 mod serving;
 mod session;
 pub mod tls;
+pub mod usage;
+pub mod user_cap;
 
 pub use server::{DrainReport, Running, start, start_on};

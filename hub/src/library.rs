@@ -149,6 +149,7 @@ impl Node {
                         },
                         origin: None,
                         echo: false,
+                        messages_per_day: None,
                     };
                     if broker.publish(publication).await.is_ok() {
                         crate::metrics::counter_inc(crate::metrics::MESSAGES_PUBLISHED);

@@ -17,6 +17,33 @@ pub const FRAMES_OUT: &str = "teamhub_frames_out_total";
 pub const OUTBOX_OVERFLOWS: &str = "teamhub_outbox_overflows_total";
 pub const RATE_LIMITED: &str = "teamhub_rate_limited_total";
 pub const CLOSES: &str = "teamhub_closes_total";
+pub const API_RATE_LIMITED: &str = "teamhub_api_rate_limited_total";
+pub const USER_CAP_REFUSED: &str = "teamhub_user_connections_refused_total";
+pub const QUOTA_REFUSED: &str = "teamhub_quota_refusals_total";
+
+/// Which of a plan's quotas refused something.
+#[derive(Debug, Clone, Copy)]
+pub enum QuotaKind {
+    /// `max_connections`: a join.
+    Connections,
+    /// `messages_per_day`: a publish.
+    Messages,
+}
+
+impl QuotaKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuotaKind::Connections => "connections",
+            QuotaKind::Messages => "messages",
+        }
+    }
+}
+
+/// A join or publish refused by its team's plan (`quota_exceeded`).
+pub fn quota_refused(plan: &crate::plans::PlanName, kind: QuotaKind) {
+    metrics::counter!(QUOTA_REFUSED, "plan" => plan.to_string(), "kind" => kind.as_str())
+        .increment(1);
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -63,6 +90,18 @@ fn describe() {
         "Inbound frames refused by the per-connection rate limit"
     );
     describe_counter!(CLOSES, "Connections closed by the server, by close code");
+    describe_counter!(
+        API_RATE_LIMITED,
+        "REST requests refused by the per-caller rate limit (429 rate_limited)"
+    );
+    describe_counter!(
+        QUOTA_REFUSED,
+        "Joins (kind=connections) and publishes (kind=messages) refused with quota_exceeded, by team plan"
+    );
+    describe_counter!(
+        USER_CAP_REFUSED,
+        "WebSocket handshakes refused because the user holds --max-connections-per-user sockets on this node"
+    );
     describe_counter!(
         crate::retention::DELETED,
         "Activity rows deleted by retention (older than their team's plan keeps)"

@@ -22,15 +22,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Identity, is_api_key};
-use crate::broker::{Broker, History, Publication, Published};
+use crate::broker::{Broker, BrokerError, History, Publication, Published};
 use crate::control::{Applied, Command, Control, ControlEvent, Logged};
 use crate::error::OpError;
 use crate::event::MessageParts;
 use crate::hosting::Hosting;
+use crate::http::ApiLimiter;
 use crate::metrics;
 pub use crate::origin::OriginPolicy;
+use crate::plans::PlanBook;
+use crate::quota::QuotaStore;
 use crate::registry::{Registry, Subscriber};
 use crate::revocation::Revocations;
+use crate::usage::Usage;
+use crate::user_cap::UserCap;
 
 /// Per-connection limits and timings (section 3 of the contract).
 #[derive(Debug, Clone)]
@@ -115,6 +120,16 @@ pub struct Node {
     /// Every session task, so a drain can wait for them.
     pub sessions: TaskTracker,
     pub metrics: PrometheusHandle,
+    /// Each team's plan and what it allows (retention, quotas).
+    pub plans: Arc<PlanBook>,
+    /// Connections joined to each team, across the cluster (`max_connections`).
+    pub quota: Arc<dyn QuotaStore>,
+    /// Usage counted here and not yet in the database.
+    pub usage: Arc<Usage>,
+    /// Sockets per user on this node (`--max-connections-per-user`).
+    pub user_cap: Arc<UserCap>,
+    /// REST requests per caller on this node (`--api-rate-limit`).
+    pub api_limiter: ApiLimiter,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -134,11 +149,19 @@ pub struct NodeParts {
     /// Append commands to the database's control log (cluster mode).
     pub log_control: bool,
     pub ephemeral_prefixes: Vec<String>,
+    pub plans: PlanBook,
+    pub quota: Arc<dyn QuotaStore>,
+    /// Open sockets one user may hold on this node; 0 is no cap.
+    pub max_connections_per_user: usize,
+    /// REST requests per second per caller; 0 is no limit.
+    pub api_rate_limit: u32,
 }
 
 impl Node {
     pub fn new(p: NodeParts) -> Self {
+        let usage = Usage::new(p.id.clone(), p.database.usage_store());
         Node {
+            usage,
             registry: Registry::new(p.id.clone()),
             hosting: Hosting::default(),
             id: p.id,
@@ -161,6 +184,10 @@ impl Node {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             metrics: metrics::install(),
+            plans: Arc::new(p.plans),
+            quota: p.quota,
+            user_cap: UserCap::new(p.max_connections_per_user),
+            api_limiter: ApiLimiter::new(p.api_rate_limit),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         }
@@ -285,10 +312,12 @@ impl Node {
             user: &caller.user,
             data,
         };
+        let (plan, quota) = self.plans.of(team);
         let pending = self.broker.enqueue(Publication {
             parts,
             origin,
             echo,
+            messages_per_day: quota.messages_per_day,
         });
         let record = (!self.is_ephemeral(ty.as_str())).then(|| ActivityRecord {
             activity: self.activity.clone(),
@@ -298,8 +327,18 @@ impl Node {
             data: data.to_owned(),
             client: client.clone(),
         });
+        let usage = self.usage.clone();
+        let usage_team = team.clone();
         Ok(Box::pin(async move {
-            let published = pending.await?;
+            let published = match pending.await {
+                Ok(published) => published,
+                Err(e @ BrokerError::QuotaExceeded) => {
+                    metrics::quota_refused(&plan, metrics::QuotaKind::Messages);
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            usage.message(&usage_team, published.ts);
             metrics::counter_inc(metrics::MESSAGES_PUBLISHED);
             if let Some(r) = record {
                 let event = ActivityEvent::for_message(
@@ -339,6 +378,7 @@ impl Node {
                 parts,
                 origin: None,
                 echo: false,
+                messages_per_day: None,
             })
             .await?;
         metrics::counter_inc(metrics::MESSAGES_PUBLISHED);

@@ -147,6 +147,12 @@ impl Running {
             .shutdown(self.drain_timeout)
             .await
             .context("flushing the activity log")?;
+        // After the HTTP server and every session: nothing counts any more.
+        match tokio::time::timeout(self.drain_timeout, self.node.usage.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "usage not flushed at drain"),
+            Err(_) => tracing::error!("usage flush at drain timed out"),
+        }
         self.node.database.close().await;
         tracing::info!(node = %self.node.id, "drained");
         Ok(DrainReport {

@@ -17,6 +17,7 @@
 //! - [`patterns`], [`keys`], [`revocations`]: the pattern library (versioned, with
 //!   compare-and-set writes), API keys (stored as hashes) and member revocations, each a
 //!   small trait; `sqlite_stores` and `postgres_stores` implement them.
+//! - [`usage`]: usage per team per UTC day, added in idempotent batches.
 //! - [`writer`]: the bounded queue and batching, retrying background writer.
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
 //! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
@@ -41,6 +42,7 @@ mod sqlite_stores;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timestamp;
+pub mod usage;
 pub mod writer;
 
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub use keys::{ApiKeyRecord, KeyStore};
 pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
 pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
 pub use revocations::{API_KEY_USER_PREFIX, Revocation, RevocationStore};
+pub use usage::{UsageCounts, UsageDay, UsageDelta, UsageStore};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };
@@ -160,6 +163,14 @@ impl Database {
 
     /// Member revocations.
     pub fn revocation_store(&self) -> Arc<dyn RevocationStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Usage per team per UTC day.
+    pub fn usage_store(&self) -> Arc<dyn UsageStore> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
             Backend::Postgres(store) => store.clone(),

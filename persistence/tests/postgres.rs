@@ -504,6 +504,24 @@ async fn revocation_store_conformance() {
     conformance::revocations::run_all(test.db.revocation_store().as_ref()).await;
 }
 
+#[tokio::test]
+async fn usage_store_conformance() {
+    let test = TestDb::new().await;
+    conformance::usage::run_all(test.db.usage_store().as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_batches_across_pools() {
+    let test = TestDb::new().await;
+    let base = base_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{}", test.schema);
+    let second = connect(&url).await.expect("second pool");
+    conformance::usage::concurrent_batches_add_up(test.db.usage_store(), second.usage_store())
+        .await;
+    second.close().await;
+}
+
 /// Two databases (two nodes' pools) on one schema: racing writers from both, one wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_across_pools() {

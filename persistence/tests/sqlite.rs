@@ -287,6 +287,24 @@ async fn revocation_store_conformance() {
     db.close().await;
 }
 
+#[tokio::test]
+async fn usage_store_conformance() {
+    let (_dir, _path, db) = fresh().await;
+    conformance::usage::run_all(db.usage_store().as_ref()).await;
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_batches_across_pools() {
+    let (_dir, path, db) = fresh().await;
+    let second = connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    conformance::usage::concurrent_batches_add_up(db.usage_store(), second.usage_store()).await;
+    second.close().await;
+    db.close().await;
+}
+
 /// Two pools on one file (two processes' worth): racing writers from both, one wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_across_pools() {

@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Conflict,
     /// REST only: a conditional header was required.
     PreconditionRequired,
+    /// The team's plan does not allow this now (its connections or its messages of
+    /// the UTC day are used up); nothing was done. Retrying helps only once a
+    /// connection leaves or the day turns.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -40,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PreconditionRequired => "precondition_required",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -53,7 +58,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::PreconditionRequired => 428,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -184,6 +189,7 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::Conflict,
             ErrorCode::PreconditionRequired,
+            ErrorCode::QuotaExceeded,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

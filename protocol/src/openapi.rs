@@ -72,7 +72,7 @@ impl PartialSchema for Role {
 impl ToSchema for Role {}
 
 /// Every code, in declaration order.
-const CODES: [ErrorCode; 10] = [
+const CODES: [ErrorCode; 11] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -83,6 +83,7 @@ const CODES: [ErrorCode; 10] = [
     ErrorCode::Internal,
     ErrorCode::Conflict,
     ErrorCode::PreconditionRequired,
+    ErrorCode::QuotaExceeded,
 ];
 
 impl PartialSchema for ErrorCode {
@@ -115,7 +116,8 @@ mod tests {
                 | ErrorCode::Unavailable
                 | ErrorCode::Internal
                 | ErrorCode::Conflict
-                | ErrorCode::PreconditionRequired => {}
+                | ErrorCode::PreconditionRequired
+                | ErrorCode::QuotaExceeded => {}
             }
         }
     }

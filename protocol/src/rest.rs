@@ -194,3 +194,38 @@ pub struct ConflictBody {
     /// What is stored now (a tombstone if the pattern was deleted).
     pub current: PatternBody,
 }
+
+/// `GET /api/v1/teams/{team}/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageResponse {
+    pub team: TeamId,
+    /// The team's plan.
+    pub plan: String,
+    pub quota: UsageQuota,
+    /// One entry per UTC day of the range that had any use, oldest first.
+    pub days: Vec<UsageDayBody>,
+}
+
+/// A plan's quotas; `null` is unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageQuota {
+    pub max_connections: Option<u64>,
+    pub messages_per_day: Option<u64>,
+}
+
+/// One UTC day of a team's use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageDayBody {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Publishes accepted (WebSocket and REST, ephemeral types included).
+    pub messages: u64,
+    /// Authenticated REST requests naming the team in their path, whatever the answer.
+    pub api_calls: u64,
+    /// The most connections joined to the team at once, across the cluster.
+    pub peak_connections: u64,
+    pub webhook_deliveries: u64,
+}

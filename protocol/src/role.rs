@@ -78,6 +78,8 @@ pub enum Action {
     ReadActivity,
     ManageApiKeys,
     RevokeMembers,
+    /// Read the team's usage per day (and its plan's quotas).
+    ReadUsage,
 }
 
 impl Action {
@@ -91,7 +93,8 @@ impl Action {
             Action::DeletePattern
             | Action::ReadActivity
             | Action::ManageApiKeys
-            | Action::RevokeMembers => Role::Admin,
+            | Action::RevokeMembers
+            | Action::ReadUsage => Role::Admin,
         }
     }
 }
@@ -106,7 +109,7 @@ pub fn permits(role: Option<Role>, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 10] = [
+    const ALL: [Action; 11] = [
         Action::Join,
         Action::ReadPresence,
         Action::ReadHistory,
@@ -117,6 +120,7 @@ mod tests {
         Action::ReadActivity,
         Action::ManageApiKeys,
         Action::RevokeMembers,
+        Action::ReadUsage,
     ];
 
     /// The table of section 1, written out row by row.

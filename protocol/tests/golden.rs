@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use teamhub_protocol::rest::{
     ActivityPageResponse, ApiKeyCreated, ApiKeyList, ConflictBody, ErrorBody, HistoryResponse,
-    PatternBody, PresenceResponse, PublishRequest, PublishResponse, RevokeResponse,
+    PatternBody, PresenceResponse, PublishRequest, PublishResponse, RevokeResponse, UsageResponse,
 };
 use teamhub_protocol::{
     ClientFrame, ClientOp, ErrorCode, KickReason, ReplyBody, SeedFrame, SeedPublish, ServerFrame,
@@ -45,6 +45,8 @@ enum Codec {
     RestRevoke,
     RestPattern,
     RestPatternConflict,
+    /// `GET /api/v1/teams/{team}/usage`.
+    RestUsage,
 }
 
 /// Every fixture, by path under `fixtures/`, with its codec.
@@ -97,6 +99,7 @@ const FIXTURES: &[(&str, Codec)] = &[
         Codec::RestPatternConflict,
     ),
     ("server/message_pattern_updated.json", Codec::Server),
+    ("server/rest_usage_response.json", Codec::RestUsage),
 ];
 
 fn fixtures_dir() -> PathBuf {
@@ -135,6 +138,7 @@ fn round_trip(codec: Codec, text: &str) -> Value {
         Codec::RestRevoke => serde_round_trip::<RevokeResponse>(text),
         Codec::RestPattern => serde_round_trip::<PatternBody>(text),
         Codec::RestPatternConflict => serde_round_trip::<ConflictBody>(text),
+        Codec::RestUsage => serde_round_trip::<UsageResponse>(text),
     }
 }
 

@@ -39,7 +39,7 @@ BASE="http://127.0.0.1:$PORT"
 
 "$BIN" serve --listen "127.0.0.1:$PORT" --jwt-secret "$SECRET" \
   --database-url "sqlite://$WORK/hub.db" --activity-spill-path "$WORK/hub.spill" \
-  --rate-limit 0 --log-format text >"$WORK/node.log" 2>&1 &
+  --rate-limit 0 --api-rate-limit 0 --log-format text >"$WORK/node.log" 2>&1 &
 NODE_PID=$!
 for _ in $(seq 1 100); do
   if curl -fsS "$BASE/readyz" >/dev/null 2>&1; then break; fi

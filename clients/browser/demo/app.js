@@ -1,5 +1,5 @@
 // The demo page served by the hub at `/`: presence, a message feed, the pattern library
-// and (for admins) the activity log of one team, on teamhub.js. No framework: each
+// and (for admins) the month's usage and the activity log of one team, on teamhub.js. No framework: each
 // panel has a render function fed by the client's events.
 import { TeamhubClient, decodeJwt } from "/teamhub.js";
 
@@ -61,6 +61,7 @@ function start() {
   // An API key carries no readable role: show the log if the node lets it read it.
   state.maybeAdmin = !claims;
   $("activity").hidden = !["admin", "owner"].includes(state.role);
+  $("usage").hidden = $("activity").hidden;
   history.replaceState(null, "", `?team=${encodeURIComponent(team)}`);
 
   const client = new TeamhubClient({ url: location.origin, token, backoff: { baseMs: 200, capMs: 5000 } });
@@ -112,8 +113,10 @@ async function onJoined({ team, reply, recovered, rejoin }) {
   if (!rejoin && state.maybeAdmin) {
     const probe = await api("/activity?limit=1").catch(() => null);
     $("activity").hidden = probe?.status !== 200;
+    $("usage").hidden = $("activity").hidden;
   }
   if (!$("activity").hidden && !rejoin) loadActivity();
+  if (!$("usage").hidden && !rejoin) loadUsage();
 }
 
 $("mystatus").addEventListener("change", () => {
@@ -304,3 +307,37 @@ $("export").addEventListener("click", async () => {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 });
+
+// ---- usage this month (admins) ----------------------------------------------------
+
+async function loadUsage() {
+  const res = await api("/usage").catch(() => null);
+  if (!res?.ok) {
+    $("usage-note").textContent = `Usage unavailable${res ? ` (HTTP ${res.status})` : ""}.`;
+    return;
+  }
+  const body = await res.json();
+  const quota = body.quota.messages_per_day;
+  $("usage-plan").textContent = `plan ${body.plan}${quota ? ` · ${quota} messages/day` : ""}${
+    body.quota.max_connections ? ` · ${body.quota.max_connections} connections` : ""}`;
+  // Every day of the current UTC month, days without use as empty bars.
+  const now = new Date();
+  const last = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
+  const byDate = new Map(body.days.map((d) => [d.date, d]));
+  const month = now.toISOString().slice(0, 7);
+  const days = Array.from({ length: last }, (_, i) => {
+    const date = `${month}-${String(i + 1).padStart(2, "0")}`;
+    return byDate.get(date) ?? { date, messages: 0, api_calls: 0, peak_connections: 0, webhook_deliveries: 0 };
+  });
+  const top = Math.max(1, quota ?? 0, ...days.map((d) => d.messages));
+  $("usage-chart").replaceChildren(...days.map((d) => el("div", {
+    className: "bar",
+    title: `${d.date}: ${d.messages} messages, ${d.api_calls} API calls, peak ${d.peak_connections} connections, ${d.webhook_deliveries} webhook deliveries`,
+    style: `height: ${(100 * d.messages) / top}%`,
+    dataset: { date: d.date, ...(d.messages ? {} : { empty: "" }) },
+  })));
+  const sum = (k) => body.days.reduce((n, d) => n + d[k], 0);
+  $("usage-totals").textContent = `${sum("messages")} messages, ${sum("api_calls")} API calls, peak ${
+    Math.max(0, ...body.days.map((d) => d.peak_connections))} connections this month`;
+  $("usage-note").textContent = body.days.length ? "" : "No use yet this month.";
+}

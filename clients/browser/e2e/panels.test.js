@@ -1,4 +1,4 @@
-// The demo page's REST-fed panels (pattern library, activity log) in headless Chromium
+// The demo page's REST-fed panels (pattern library, activity log, usage) in headless Chromium
 // against a real node process.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -79,6 +79,33 @@ test("admins filter the activity log and export it as CSV", async () => {
   const ed = await openPage(b, pageUrl(h, editor, "demo"));
   await online(ed);
   assert.equal(await ed.locator("#activity").isVisible(), false);
+  await ed.context().close();
+  await page.context().close();
+});
+
+test("admins see the month's usage as a chart, editors do not", async () => {
+  const h = await hub();
+  const owner = h.token("olga", { demo: "owner" }, "Olga");
+  const editor = h.token("ed", { demo: "editor" });
+  for (const text of ["one", "two", "three"]) {
+    assert.equal((await h.rest("POST", "/teams/demo/messages", editor, { type: "chat.message", data: { text } })).status, 200);
+  }
+  const page = await openPage(b, pageUrl(h, owner, "demo"));
+  await online(page);
+  // The node answering the usage request writes its counts first: today's bar has all three.
+  const today = new Date().toISOString().slice(0, 10);
+  const bar = page.locator(`#usage-chart .bar[data-date="${today}"]`);
+  await bar.waitFor({ timeout: WAIT_MS });
+  assert.match(await bar.getAttribute("title"), /: 3 messages, /);
+  const days = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() + 1, 0)).getUTCDate();
+  assert.equal(await page.locator("#usage-chart .bar").count(), days, "one bar per day of the month");
+  assert.match(await page.locator("#usage-plan").textContent(), /plan free/);
+  await screenshot(page, "usage");
+
+  const ed = await openPage(b, pageUrl(h, editor, "demo"));
+  await online(ed);
+  assert.equal(await ed.locator("#usage").isVisible(), false);
+  assert.deepEqual(page.errors, []);
   await ed.context().close();
   await page.context().close();
 });

@@ -52,6 +52,7 @@ pub async fn publish(
             },
             origin,
             echo,
+            messages_per_day: None,
         })
         .await
 }
@@ -206,6 +207,7 @@ pub async fn enqueued_publishes_keep_their_order(
                 },
                 origin: None,
                 echo: false,
+                messages_per_day: None,
             })
         })
         .collect();
@@ -226,6 +228,71 @@ pub async fn enqueued_publishes_keep_their_order(
             frame["data"], n,
             "message {n} carries what was enqueued {n}th"
         );
+    }
+}
+
+/// A daily quota is exact: of publishes enqueued at once, exactly `limit` pass, with
+/// offsets 1..=limit; the others are refused (`QuotaExceeded`) without spending an
+/// offset or reaching anyone, and a publish without a quota takes the next offset.
+pub async fn daily_quota_is_exact_and_spends_nothing(
+    b: &dyn Broker,
+    h: &dyn History,
+    rx: &mut UnboundedReceiver<BrokerEvent>,
+) {
+    const LIMIT: u64 = 6;
+    let t = team("conf-quota");
+    b.subscribe(&t).await.unwrap();
+    let ty = MessageType::new("test.msg").unwrap();
+    let user = UserId::new("u1").unwrap();
+    let data = RawValue::from_string("1".into()).unwrap();
+    let publication = |quota: Option<u64>| Publication {
+        parts: MessageParts {
+            team: &t,
+            ty: &ty,
+            user: &user,
+            data: &data,
+        },
+        origin: None,
+        echo: false,
+        messages_per_day: quota,
+    };
+    let pending: Vec<_> = (0..10)
+        .map(|_| b.enqueue(publication(Some(LIMIT))))
+        .collect();
+    let results = join_all(pending).await;
+    let offsets: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|p| p.offset))
+        .collect();
+    assert_eq!(offsets, (1..=LIMIT).collect::<Vec<_>>());
+    assert!(
+        results[LIMIT as usize..]
+            .iter()
+            .all(|r| matches!(r, Err(BrokerError::QuotaExceeded))),
+        "{results:?}"
+    );
+    assert_eq!(
+        h.position(&t).await.unwrap().offset,
+        LIMIT,
+        "no offset spent"
+    );
+    assert!(matches!(
+        b.publish(publication(Some(LIMIT))).await,
+        Err(BrokerError::QuotaExceeded)
+    ));
+    assert_eq!(
+        b.publish(publication(None)).await.unwrap().offset,
+        LIMIT + 1
+    );
+    assert!(
+        matches!(
+            b.publish(publication(Some(LIMIT + 2))).await,
+            Ok(Published { offset, .. }) if offset == LIMIT + 2
+        ),
+        "a larger limit lets one more through: unlimited ones were not counted"
+    );
+    for n in 1..=LIMIT + 2 {
+        expect_message(rx, &t, n).await;
     }
 }
 
@@ -399,6 +466,12 @@ mod tests {
     async fn memory_enqueued_publishes_keep_their_order() {
         let (b, mut rx) = memory();
         enqueued_publishes_keep_their_order(&b, &b, &mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn memory_daily_quota_is_exact_and_spends_nothing() {
+        let (b, mut rx) = memory();
+        daily_quota_is_exact_and_spends_nothing(&b, &b, &mut rx).await;
     }
 
     #[tokio::test]

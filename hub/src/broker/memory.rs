@@ -29,6 +29,8 @@ struct TeamLog {
     epoch: String,
     offset: u64,
     entries: VecDeque<(u64, Instant, Utf8Bytes)>,
+    /// Messages published with a daily quota, per UTC day (the last day only).
+    today: (time::Date, u64),
 }
 
 impl TeamLog {
@@ -37,6 +39,7 @@ impl TeamLog {
             epoch: new_epoch(),
             offset: 0,
             entries: VecDeque::new(),
+            today: (time::Date::MIN, 0),
         }
     }
 
@@ -96,8 +99,16 @@ impl MemoryBroker {
     fn publish_now(&self, p: Publication<'_>) -> Result<Published, BrokerError> {
         let log = self.log(p.parts.team);
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        let offset = log.offset + 1;
         let ts = OffsetDateTime::now_utc();
+        if let Some(limit) = p.messages_per_day {
+            if log.today.0 != ts.date() {
+                log.today = (ts.date(), 0);
+            }
+            if log.today.1 >= limit {
+                return Err(BrokerError::QuotaExceeded);
+            }
+        }
+        let offset = log.offset + 1;
         let wire = encode_message(&p.parts, offset, ts);
         let event = Arc::new(Event::message(
             p.parts.team,
@@ -110,6 +121,9 @@ impl MemoryBroker {
             return Err(BrokerError::Unavailable("node is shutting down".into()));
         }
         log.offset = offset;
+        if p.messages_per_day.is_some() {
+            log.today.1 += 1;
+        }
         let now = Instant::now();
         log.entries.push_back((offset, now, wire));
         log.evict(self.limits, now);
@@ -215,6 +229,7 @@ mod tests {
             parts,
             origin: None,
             echo: false,
+            messages_per_day: None,
         })
         .await
         .unwrap()

@@ -59,6 +59,10 @@ pub enum BrokerError {
     /// The backing service is unreachable; the message was not published.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The team published its `messages_per_day` today; the message was not published
+    /// (no offset spent).
+    #[error("the team's messages of the day are used up")]
+    QuotaExceeded,
 }
 
 /// A message to publish.
@@ -68,6 +72,9 @@ pub struct Publication<'a> {
     /// The publishing connection, which does not receive its own message unless `echo`.
     pub origin: Option<ConnKey>,
     pub echo: bool,
+    /// The team's plan allows this many messages per UTC day (of the publish's
+    /// timestamp); `None` is unlimited and leaves the day's count alone.
+    pub messages_per_day: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +115,11 @@ pub type Pending =
 /// appends the encoded message to history and hands it to every subscribed node, as one
 /// atomic step, so every node sees a team's messages in offset order. The outcome is
 /// known only after all three happened, or none did (`Unavailable`).
+///
+/// A publication with `messages_per_day` is counted against the team's count of its
+/// UTC day in the same atomic step, cluster-wide: when the day's count has reached the
+/// limit it is refused (`QuotaExceeded`) and nothing else happens, so the limit is
+/// exact however many nodes publish, and checking it costs no extra round trip.
 ///
 /// Publishes are *enqueued*: [`Broker::enqueue`] fixes the message's place among this
 /// node's publishes before it returns, so a caller (a session reading frame after

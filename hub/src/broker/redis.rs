@@ -15,6 +15,8 @@
 //!   trimmed to `max_messages` and to `max_age` (by the publish-time stamp; the key
 //!   also expires after `max_age` of silence).
 //! - `<prefix>:{<team>}:msg`: the team's pub/sub channel.
+//! - `<prefix>:{<team>}:quota:day:<YYYY-MM-DD>`: messages published that UTC day, for
+//!   a team whose plan has `messages_per_day` (expires after two days).
 //!
 //! # One script per publish, one encoding per message
 //!
@@ -111,11 +113,22 @@ const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 const OFFSET_PLACEHOLDER: u64 = u64::MAX;
 
 const PUBLISH_SCRIPT: &str = r"
--- KEYS: meta hash, history list
+-- KEYS: meta hash, history list, the day's message count
 -- ARGV: fresh epoch, now ms, frame head, frame tail, origin/echo meta,
---       max messages, history ttl ms, channel, publish command
+--       max messages, history ttl ms, channel, publish command, messages per day (0: none)
 -- Six commands in the common case; the age limit is applied by every read (READ_SCRIPT),
--- so a publish only bounds the list by count and refreshes its expiry.
+-- so a publish only bounds the list by count and refreshes its expiry. A daily quota
+-- adds one (INCR; the day's first also EXPIRE); over it, the count is put back and
+-- nothing else happens.
+local quota = tonumber(ARGV[10])
+if quota > 0 then
+  local used = redis.call('INCR', KEYS[3])
+  if used == 1 then redis.call('EXPIRE', KEYS[3], 172800) end
+  if used > quota then
+    redis.call('DECR', KEYS[3])
+    return 'quota'
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -235,9 +248,10 @@ impl Broker for RedisBroker {
         let team = p.parts.team;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(store.publish.get_hash())
-            .arg(2)
+            .arg(3)
             .arg(store.key(team, "meta"))
             .arg(store.key(team, "history"))
+            .arg(store.key(team, &day_key(ts)))
             .arg(new_epoch())
             .arg(now_ms)
             .arg(head)
@@ -246,10 +260,14 @@ impl Broker for RedisBroker {
             .arg(store.limits.max_messages.max(1))
             .arg(max_age_ms.max(1))
             .arg(store.key(team, "msg"))
-            .arg(store.redis.team_publish());
+            .arg(store.redis.team_publish())
+            .arg(p.messages_per_day.unwrap_or(0));
         let reply = self.publisher.call(team, cmd);
         Box::pin(async move {
             let offset = reply.await?;
+            if offset == "quota" {
+                return Err(BrokerError::QuotaExceeded);
+            }
             let offset = offset.parse().map_err(|_| {
                 BrokerError::Unavailable(format!("redis returned offset {offset:?}"))
             })?;
@@ -299,6 +317,17 @@ impl History for RedisBroker {
             complete,
         })
     }
+}
+
+/// The key suffix of a team's message count for the UTC day of `ts`.
+fn day_key(ts: OffsetDateTime) -> String {
+    let d = ts.date();
+    format!(
+        "quota:day:{:04}-{:02}-{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
 }
 
 /// What the broker and its subscriber task share: Redis, key names and scripts.

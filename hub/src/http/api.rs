@@ -63,6 +63,7 @@ pub(super) fn json_body<'a, T: serde::Deserialize<'a>>(
         (status = 200, description = "Published; its offset in the team", body = PublishResponse),
         openapi::Errors,
         openapi::TooLarge,
+        openapi::RateLimited,
     )
 )]
 pub async fn publish(

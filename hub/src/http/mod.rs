@@ -3,6 +3,7 @@
 mod activity;
 mod api;
 mod assets;
+pub(crate) mod edge;
 mod error;
 mod etag;
 mod keys;
@@ -11,6 +12,7 @@ mod openapi;
 mod ops;
 mod origin;
 mod patterns;
+mod usage;
 mod ws;
 
 use std::sync::Arc;
@@ -21,11 +23,13 @@ use axum::routing::{get, post};
 
 use crate::node::Node;
 
+pub use edge::{ApiLimiter, CallerKey};
 pub use error::ApiError;
 
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.limits.max_frame_bytes;
     Router::new()
+        .merge(api(node.clone()))
         .route("/", get(assets::index))
         .route("/app.js", get(assets::app_js))
         .route("/app.css", get(assets::app_css))
@@ -37,6 +41,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+/// The REST API, every route behind [`edge::edge`] (caller, rate limit, API calls).
+fn api(node: Arc<Node>) -> Router<Arc<Node>> {
+    Router::new()
         .route("/api/v1/teams/{team}/messages", post(api::publish))
         .route("/api/v1/teams/{team}/presence", get(api::presence))
         .route("/api/v1/teams/{team}/history", get(api::history))
@@ -54,6 +66,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/teams/{team}/members/{user}/revoke",
             post(members::revoke),
         )
+        .route("/api/v1/teams/{team}/usage", get(usage::usage))
         .route("/api/v1/teams/{team}/patterns", get(patterns::list))
         .route(
             "/api/v1/teams/{team}/patterns/{name}",
@@ -61,7 +74,5 @@ pub fn router(node: Arc<Node>) -> Router {
                 .put(patterns::put)
                 .delete(patterns::delete),
         )
-        .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(node)
+        .route_layer(axum::middleware::from_fn_with_state(node, edge::edge))
 }

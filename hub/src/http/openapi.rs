@@ -15,7 +15,7 @@ use teamhub_protocol::{MessageType, TeamId, UserId};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{activity, api, keys, members, patterns};
+use super::{activity, api, keys, members, patterns, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,7 @@ use super::{activity, api, keys, members, patterns};
         patterns::get,
         patterns::put,
         patterns::delete,
+        usage::usage,
     ),
     components(schemas(ErrorBody, ActivityFormat)),
     modifiers(&BearerAuth),
@@ -50,6 +51,7 @@ use super::{activity, api, keys, members, patterns};
         (name = "api-keys", description = "API keys of a team"),
         (name = "members", description = "Revoking a member"),
         (name = "patterns", description = "The team's pattern library (versioned, with ETags)"),
+        (name = "usage", description = "The team's use per day and its plan's quotas"),
     )
 )]
 pub struct ApiDoc;
@@ -97,6 +99,31 @@ pub enum PreconditionRequired {
     /// Neither `If-None-Match: *` nor `If-Match: "<version>"` was sent.
     #[response(status = 428)]
     PreconditionRequired(ErrorBody),
+}
+
+/// The answer of a caller over the REST rate limit, or of a publish over its team's
+/// daily quota.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum RateLimited {
+    /// `rate_limited` (with `Retry-After` in seconds) or, for a publish,
+    /// `quota_exceeded`.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+}
+
+/// Query of `GET /api/v1/teams/{team}/usage` (documentation only; `usage.rs` parses).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct UsageParams {
+    /// First UTC day, `YYYY-MM-DD` (default: the first of the current month).
+    #[param(format = Date)]
+    from: Option<String>,
+    /// Last UTC day, inclusive (default: the last of the current month); at most 366
+    /// days after `from`.
+    #[param(format = Date)]
+    to: Option<String>,
 }
 
 /// Query of `GET /api/v1/teams/{team}/patterns` (documentation only).

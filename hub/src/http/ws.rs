@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use teamhub_protocol::{CloseCode, ErrorCode, SUBPROTOCOL, TeamId};
 
 use super::ApiError;
-use crate::auth::{AuthError, Identity};
+pub use super::edge::authenticate;
+use crate::auth::Identity;
 use crate::metrics;
 use crate::node::{ClientInfo, Node};
 use crate::registry::Framing;
 use crate::session::Session;
+use crate::user_cap::UserSlot;
 
 /// `GET /ws`
 pub async fn connect(
@@ -29,13 +31,13 @@ pub async fn connect(
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
+    let (identity, slot, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
         Ok(ok) => ok,
         Err(refused) => return refused.into_response(),
     };
     let client = client_info(peer, &headers);
     upgrade(&node, ws).on_upgrade(move |socket| {
-        let session = Session::new(node.clone(), identity, client, Framing::Full);
+        let session = Session::new(node.clone(), identity, slot, client, Framing::Full);
         node.sessions.track_future(session.run(socket, None))
     })
 }
@@ -53,7 +55,7 @@ pub async fn connect_seed(
         Ok(t) => t,
         Err(e) => return ApiError::new(ErrorCode::BadRequest, e.to_string()).into_response(),
     };
-    let (identity, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
+    let (identity, slot, ws) = match admit(&node, &headers, query.as_deref(), ws).await {
         Ok(ok) => ok,
         Err(refused) => return refused.into_response(),
     };
@@ -64,11 +66,12 @@ pub async fn connect_seed(
         .is_ok();
     upgrade(&node, ws).on_upgrade(move |socket| async move {
         if member {
-            let session = Session::new(node.clone(), identity, client, Framing::Seed);
+            let session = Session::new(node.clone(), identity, slot, client, Framing::Seed);
             node.sessions
                 .track_future(session.run(socket, Some(team)))
                 .await;
         } else {
+            drop(slot);
             close(socket, CloseCode::NotMember, "not a team member").await;
         }
     })
@@ -95,13 +98,15 @@ fn upgrade(node: &Node, ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .write_buffer_size(WRITE_BUFFER)
 }
 
-/// The checks before an upgrade, in the contract's order of precedence.
+/// The checks before an upgrade, in the contract's order of precedence. The user's
+/// slot under `--max-connections-per-user` is taken last and travels with the upgrade:
+/// dropped with it when the upgrade fails, with the session when it ends.
 async fn admit(
     node: &Node,
     headers: &HeaderMap,
     query: Option<&str>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(Identity, WebSocketUpgrade), ApiError> {
+) -> Result<(Identity, UserSlot, WebSocketUpgrade), ApiError> {
     let refuse = |reason: &'static str, e: ApiError| {
         ::metrics::counter!(metrics::HANDSHAKES_REJECTED, "reason" => reason).increment(1);
         Err(e)
@@ -139,12 +144,27 @@ async fn admit(
     let token = bearer(headers)
         .or_else(|| query_token(query))
         .unwrap_or_default();
-    match node.identify(&token).await {
-        Ok(identity) => Ok((identity, ws)),
-        Err(e) if e.code == ErrorCode::Unauthorized => refuse("token", e.into()),
+    let identity = match node.identify(&token).await {
+        Ok(identity) => identity,
+        Err(e) if e.code == ErrorCode::Unauthorized => return refuse("token", e.into()),
         // The key store could not answer: a 503, so the client retries, not a 401.
-        Err(e) => refuse("unavailable", e.into()),
-    }
+        Err(e) => return refuse("unavailable", e.into()),
+    };
+    let Some(slot) = node.user_cap.try_acquire(&identity.user) else {
+        metrics::counter_inc(metrics::USER_CAP_REFUSED);
+        let max = node.user_cap.max().unwrap_or_default();
+        return refuse(
+            "user_connections",
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{} holds the maximum of {max} connections to this node; close one first",
+                    identity.user
+                ),
+            ),
+        );
+    };
+    Ok((identity, slot, ws))
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -160,14 +180,6 @@ fn query_token(query: Option<&str>) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
-}
-
-/// The identity behind a REST request's bearer token (a JWT or an API key).
-pub async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let token = bearer(headers)
-        .ok_or(AuthError::Missing)
-        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?;
-    node.identify(&token).await.map_err(ApiError::from)
 }
 
 pub fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {

@@ -11,12 +11,13 @@
 
 use teamhub_persistence::ActivityEvent;
 use teamhub_presence::{ConnInfo, Snapshot};
-use teamhub_protocol::{Since, TeamId};
+use teamhub_protocol::{ErrorCode, Since, TeamId};
 
 use super::Session;
 use crate::broker::{Recovery, recover};
 use crate::error::OpError;
 use crate::event::EventKind;
+use crate::quota::Taken;
 use crate::registry::Subscriber;
 
 /// Per joined team: the newest offset and presence version the client already has.
@@ -58,14 +59,36 @@ impl Session {
         let node = self.node.clone();
         let fresh = !self.joined.contains_key(team);
         if fresh {
+            // The team's connection quota first: a refusal leaves nothing to undo.
+            let (plan, quota) = node.plans.of(team);
+            match node
+                .quota
+                .take(team, &self.key, quota.max_connections)
+                .await?
+            {
+                Taken::Yes(n) => node.usage.connections(team, n),
+                Taken::Full => {
+                    crate::metrics::quota_refused(&plan, crate::metrics::QuotaKind::Connections);
+                    return Err(OpError::new(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "team {team} has the {} connections its plan allows; try again                              when one leaves",
+                            quota.max_connections.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
             let sub = Subscriber {
                 user: self.identity.user.clone(),
                 outbox: self.outbox.clone(),
                 framing: self.framing,
             };
             // Returns once the team's stream is live on this node, so the position read
-            // below cannot miss a message; on error nothing changed.
-            node.host(team, self.key.conn, sub).await?;
+            // below cannot miss a message; on error nothing changed but the quota.
+            if let Err(e) = node.host(team, self.key.conn, sub).await {
+                self.release_quota(team).await;
+                return Err(e.into());
+            }
         }
         let result = self.join_steps(team, since, meta).await;
         match result {
@@ -142,6 +165,15 @@ impl Session {
             Err(e) => tracing::warn!(%team, error = %e, "presence leave failed"),
         }
         node.unhost(team, self.key.conn).await;
+        self.release_quota(team).await;
+    }
+
+    /// Gives the connection's place in the team's quota back. A failure is logged: in
+    /// a cluster the entry then expires within the presence TTL.
+    async fn release_quota(&self, team: &TeamId) {
+        if let Err(e) = self.node.quota.release(team, &self.key).await {
+            tracing::warn!(%team, error = %e, "releasing a team connection failed");
+        }
     }
 
     fn record_presence(&self, team: &TeamId, action: &str) {

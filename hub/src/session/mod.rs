@@ -37,6 +37,7 @@ use crate::metrics;
 use crate::node::{ClientInfo, Node, PendingPublish};
 use crate::outbox::{Drained, Outbound, Outbox};
 use crate::registry::Framing;
+use crate::user_cap::UserSlot;
 
 use self::dispatch::Answer;
 use self::join::JoinState;
@@ -77,12 +78,15 @@ pub struct Session {
     last_seen: Instant,
     /// The connection's `conn` span (set by `run`), whose `teams` field follows joins.
     span: tracing::Span,
+    /// Its place under the user's connection cap, freed when the session is dropped.
+    _slot: UserSlot,
 }
 
 impl Session {
     pub fn new(
         node: Arc<Node>,
         identity: Identity,
+        slot: UserSlot,
         client: ClientInfo,
         framing: Framing,
     ) -> Session {
@@ -103,6 +107,7 @@ impl Session {
             expires_at,
             last_seen: Instant::now(),
             span: tracing::Span::none(),
+            _slot: slot,
         }
     }
 
@@ -162,8 +167,15 @@ impl Session {
             if let Some(team) = seed_team
                 && let Err(e) = Box::pin(self.join_team(&team, None, None)).await
             {
-                tracing::warn!(error = %e, "seed join failed");
-                flow = Flow::Close(CloseCode::Internal, "join failed");
+                flow = if e.code == ErrorCode::QuotaExceeded {
+                    // No error frames on this endpoint: 1013 tells the client to come
+                    // back later, with backoff, as a place may free up.
+                    tracing::debug!(error = %e, "seed join over the team's quota");
+                    Flow::Close(CloseCode::Overloaded, "team quota exceeded")
+                } else {
+                    tracing::warn!(error = %e, "seed join failed");
+                    Flow::Close(CloseCode::Internal, "join failed")
+                };
             }
             if matches!(flow, Flow::Continue) {
                 flow = self.event_loop(&mut socket).await;

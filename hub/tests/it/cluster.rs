@@ -12,12 +12,12 @@ use teamhub_protocol::{ClientOp, ErrorCode, ReplyBody};
 
 use crate::harness::*;
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("TEAMHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// `n` nodes of one cluster.
-async fn cluster(n: usize, extra: &[&str]) -> Vec<TestHub> {
+pub(crate) async fn cluster(n: usize, extra: &[&str]) -> Vec<TestHub> {
     let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
     let url = redis_url();
     let mut nodes = Vec::new();

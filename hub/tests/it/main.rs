@@ -22,6 +22,7 @@ mod patterns;
 mod postgres_tls;
 mod presence;
 mod process;
+mod quotas;
 mod reconnect;
 mod recovery;
 mod redis_broker;

@@ -76,6 +76,12 @@ async fn conformance_enqueued_publishes_keep_their_order() {
 }
 
 #[tokio::test]
+async fn conformance_daily_quota_is_exact_and_spends_nothing() {
+    let mut t = shared_broker().await;
+    conformance::daily_quota_is_exact_and_spends_nothing(&t.broker, &t.broker, &mut t.events).await;
+}
+
+#[tokio::test]
 async fn conformance_history_is_bounded() {
     let mut t = shared_broker().await;
     conformance::history_is_bounded(&t.broker, &t.broker, &mut t.events).await;

@@ -130,6 +130,7 @@ async fn teams_on_every_shard_reach_both_nodes_in_order() {
                 },
                 origin: None,
                 echo: false,
+                messages_per_day: None,
             })
         })
         .collect();
