@@ -17,6 +17,7 @@ pub mod control_log;
 pub mod keys;
 pub mod patterns;
 pub mod revocations;
+pub mod webhooks;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
