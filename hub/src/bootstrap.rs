@@ -33,6 +33,8 @@ pub struct Background {
     pub redis_presence: Option<Arc<RedisPresence>>,
     /// Deletes activity past each team's retention (`retention.rs`).
     pub retention: JoinHandle<()>,
+    /// Sends webhook deliveries (`webhooks/dispatch.rs`); stops on the drain.
+    pub webhooks: JoinHandle<()>,
 }
 
 /// The seams a node runs on: in-process, or Redis for a cluster.
@@ -247,6 +249,14 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         max_strikes: 50,
     };
     let development = auth.is_development();
+    let webhook_config = crate::webhooks::WebhookConfig {
+        timeout: Duration::from_secs(args.webhook_timeout),
+        schedule: args.webhook_retry_schedule.0.clone(),
+        allow_private: args.webhook_allow_private,
+    };
+    let webhook_client =
+        crate::webhooks::guard::client(webhook_config.allow_private, webhook_config.timeout)
+            .context("building the webhook HTTP client")?;
     let node = Arc::new(Node::new(NodeParts {
         id,
         limits,
@@ -266,6 +276,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
+        webhooks: webhook_config.clone(),
     }));
     // Revocations are in force before the first connection is accepted.
     let revocations = node
@@ -290,9 +301,22 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         Duration::from_secs(args.retention_interval),
         node.shutdown.clone(),
     ));
+    let dispatcher = crate::webhooks::dispatch::Dispatcher {
+        node: node.id.clone(),
+        outbox: node.outbox.clone(),
+        config: webhook_config,
+        client: webhook_client,
+    };
+    let webhooks = tokio::spawn(dispatcher.run(node.shutdown.clone()));
+    tokio::spawn(crate::webhooks::dispatch::gauges(
+        node.outbox.clone(),
+        Duration::from_secs(5),
+        node.shutdown.clone(),
+    ));
     Ok((
         node,
         Background {
+            webhooks,
             fanout,
             control,
             writer,

@@ -29,5 +29,6 @@ mod server;
 mod serving;
 mod session;
 pub mod tls;
+pub mod webhooks;
 
 pub use server::{DrainReport, Running, start, start_on};

@@ -12,7 +12,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::value::RawValue;
 use teamhub_persistence::{
-    ActivityEvent, ActivityWriter, ControlLog, Database, KeyStore, PatternStore, RevocationStore,
+    ActivityEvent, ActivityWriter, ControlLog, Database, KeyStore, Outbox, PatternStore,
+    RevocationStore, WebhookStore,
 };
 use teamhub_presence::{ConnKey, PresenceStore, Snapshot};
 use teamhub_protocol::{
@@ -100,6 +101,10 @@ pub struct Node {
     pub patterns: Arc<dyn PatternStore>,
     pub keys: Arc<dyn KeyStore>,
     pub revocation_store: Arc<dyn RevocationStore>,
+    /// Webhook endpoints and the outbox of their deliveries (`webhooks/`).
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub webhook_config: crate::webhooks::WebhookConfig,
     /// Every revocation, consulted by [`Node::authorize`].
     pub revocations: Revocations,
     /// Commands to every node (revocations, deleted keys).
@@ -134,6 +139,7 @@ pub struct NodeParts {
     /// Append commands to the database's control log (cluster mode).
     pub log_control: bool,
     pub ephemeral_prefixes: Vec<String>,
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Node {
@@ -152,6 +158,9 @@ impl Node {
             patterns: p.database.pattern_store(),
             keys: p.database.key_store(),
             revocation_store: p.database.revocation_store(),
+            webhooks: p.database.webhook_store(),
+            outbox: p.database.outbox(),
+            webhook_config: p.webhooks,
             revocations: Revocations::default(),
             control: p.control,
             control_log: p.log_control.then(|| p.database.control_log()),

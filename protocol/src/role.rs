@@ -78,6 +78,7 @@ pub enum Action {
     ReadActivity,
     ManageApiKeys,
     RevokeMembers,
+    ManageWebhooks,
 }
 
 impl Action {
@@ -91,7 +92,8 @@ impl Action {
             Action::DeletePattern
             | Action::ReadActivity
             | Action::ManageApiKeys
-            | Action::RevokeMembers => Role::Admin,
+            | Action::RevokeMembers
+            | Action::ManageWebhooks => Role::Admin,
         }
     }
 }
@@ -106,7 +108,7 @@ pub fn permits(role: Option<Role>, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 10] = [
+    const ALL: [Action; 11] = [
         Action::Join,
         Action::ReadPresence,
         Action::ReadHistory,
@@ -117,6 +119,7 @@ mod tests {
         Action::ReadActivity,
         Action::ManageApiKeys,
         Action::RevokeMembers,
+        Action::ManageWebhooks,
     ];
 
     /// The table of section 1, written out row by row.

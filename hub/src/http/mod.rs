@@ -11,6 +11,7 @@ mod openapi;
 mod ops;
 mod origin;
 mod patterns;
+mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -60,6 +61,26 @@ pub fn router(node: Arc<Node>) -> Router {
             get(patterns::get)
                 .put(patterns::put)
                 .delete(patterns::delete),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}",
+            axum::routing::patch(webhooks::update).delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/deliveries/{delivery}/retry",
+            post(webhooks::retry),
         )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
