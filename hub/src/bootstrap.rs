@@ -257,6 +257,13 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
     let webhook_client =
         crate::webhooks::guard::client(webhook_config.allow_private, webhook_config.timeout)
             .context("building the webhook HTTP client")?;
+    // Presence versions are shared by the nodes of one Redis key prefix; in-process
+    // ones start again at every start.
+    let occupancy_scope = match &args.redis_url {
+        Some(_) => format!("redis:{}", args.redis_key_prefix),
+        None => format!("local:{}", uuid::Uuid::new_v4()),
+    };
+    let outbox = database.outbox();
     let node = Arc::new(Node::new(NodeParts {
         id,
         limits,
@@ -277,6 +284,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
             .map(str::to_owned)
             .collect(),
         webhooks: webhook_config.clone(),
+        occupancy: crate::webhooks::occupancy::Reports::spawn(&occupancy_scope, outbox),
     }));
     // Revocations are in force before the first connection is accepted.
     let revocations = node

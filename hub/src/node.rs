@@ -105,6 +105,8 @@ pub struct Node {
     pub webhooks: Arc<dyn WebhookStore>,
     pub outbox: Arc<dyn Outbox>,
     pub webhook_config: crate::webhooks::WebhookConfig,
+    /// Where `team.occupied` / `team.vacated` are reported.
+    pub occupancy: crate::webhooks::occupancy::Reports,
     /// Every revocation, consulted by [`Node::authorize`].
     pub revocations: Revocations,
     /// Commands to every node (revocations, deleted keys).
@@ -140,6 +142,7 @@ pub struct NodeParts {
     pub log_control: bool,
     pub ephemeral_prefixes: Vec<String>,
     pub webhooks: crate::webhooks::WebhookConfig,
+    pub occupancy: crate::webhooks::occupancy::Reports,
 }
 
 impl Node {
@@ -161,6 +164,7 @@ impl Node {
             webhooks: p.database.webhook_store(),
             outbox: p.database.outbox(),
             webhook_config: p.webhooks,
+            occupancy: p.occupancy,
             revocations: Revocations::default(),
             control: p.control,
             control_log: p.log_control.then(|| p.database.control_log()),

@@ -19,6 +19,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Longest wait for the name lookup of a URL being created.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a URL is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
@@ -84,10 +87,14 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, Refus
     let addrs: Vec<SocketAddr> = match host {
         url::Host::Ipv4(a) => vec![SocketAddr::new(a.into(), port)],
         url::Host::Ipv6(a) => vec![SocketAddr::new(a.into(), port)],
-        url::Host::Domain(name) => tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| Refusal::Unresolvable(name.to_owned()))?
-            .collect(),
+        url::Host::Domain(name) => {
+            tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| Refusal::Unresolvable(name.to_owned()))?
+                .collect()
+        }
     };
     if addrs.is_empty() {
         return Err(Refusal::Unresolvable(host.to_string()));

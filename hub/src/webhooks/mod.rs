@@ -11,9 +11,11 @@
 //! transaction that writes the activity rows (`teamhub_persistence::webhooks`), so the
 //! hot path is untouched (it only hands events to the activity writer, as before) and
 //! an event is delivered once per endpoint however often its batch is retried.
+//! `team.occupied` / `team.vacated` come from presence (`occupancy`).
 
 pub mod dispatch;
 pub mod guard;
+pub mod occupancy;
 pub mod sign;
 
 use std::time::Duration;

@@ -846,3 +846,68 @@ async fn events_published_during_a_database_outage_are_delivered() {
     got.sort_unstable();
     assert_eq!(got, [0, 1, 2, 3, 4]);
 }
+
+// --- Occupancy ------------------------------------------------------------------
+
+/// The first connection's join occupies the team and the last one's leave vacates it;
+/// joins and leaves in between are neither.
+#[tokio::test]
+async fn the_first_join_and_the_last_leave_are_delivered() {
+    let hub = TestHub::start_with(&allow()).await;
+    let mut rx = Receiver::start(&[]).await;
+    let (id, secret) = create(&hub, &rx.url, &["team."]).await;
+    let mut ann = hub.connect("ann", &[(TEAM, "viewer")]).await;
+    ann.join(TEAM).await;
+    let occupied = rx.next().await;
+    occupied.verify(&secret);
+    assert_eq!(occupied.json()["type"], "team.occupied");
+    assert_eq!(occupied.json()["data"], json!({"team": TEAM}));
+    let mut bob = hub.connect("bob", &[(TEAM, "viewer")]).await;
+    bob.join(TEAM).await;
+    drop(ann);
+    drop(bob);
+    let vacated = rx.next().await;
+    assert_eq!(vacated.json()["type"], "team.vacated");
+    let log = log_until(&hub, &id, "both delivered", |d| {
+        d.len() == 2 && d.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+    let types: Vec<&str> = log.iter().map(|d| d["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["team.vacated", "team.occupied"], "nothing for bob");
+}
+
+/// Two nodes: each change is reported by the node that made it (from the change and
+/// from its own event) and by any other node hosting the team, and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn occupancy_is_delivered_once_across_two_nodes() {
+    let redis = std::env::var("TEAMHUB_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("th-occ-{}", uuid::Uuid::new_v4().simple());
+    let args = [
+        "--webhook-allow-private",
+        "--redis-url",
+        &redis,
+        "--redis-key-prefix",
+        &prefix,
+    ];
+    let pg = TestHub::postgres_schema().await;
+    let a = TestHub::start_shared(pg.clone(), &args).await;
+    let b = TestHub::start_shared(pg.clone(), &args).await;
+    let mut rx = Receiver::start(&[]).await;
+    let (id, _) = create(&a, &rx.url, &["team."]).await;
+    let mut on_b = b.connect("bob", &[(TEAM, "viewer")]).await;
+    on_b.join(TEAM).await;
+    let mut on_a = a.connect("ann", &[(TEAM, "viewer")]).await;
+    on_a.join(TEAM).await;
+    assert_eq!(rx.next().await.json()["type"], "team.occupied");
+    // Both nodes host the team now; bob leaves on b, then ann, the last, on a.
+    drop(on_b);
+    on_a.expect_diff().await;
+    drop(on_a);
+    assert_eq!(rx.next().await.json()["type"], "team.vacated");
+    log_until(&a, &id, "two changes, each delivered", |d| {
+        d.len() == 2 && d.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+    assert!(rx.drain().is_empty(), "nothing twice");
+}
