@@ -96,10 +96,19 @@ const FIXTURES: &[(&str, Codec)] = &[
     ("server/rest_apikey_created.json", Codec::RestApiKeyCreated),
     ("server/rest_apikey_list.json", Codec::RestApiKeyList),
     ("server/rest_revoke_response.json", Codec::RestRevoke),
-    ("server/rest_webhook_create_request.json", Codec::RestWebhookCreate),
-    ("server/rest_webhook_created.json", Codec::RestWebhookCreated),
+    (
+        "server/rest_webhook_create_request.json",
+        Codec::RestWebhookCreate,
+    ),
+    (
+        "server/rest_webhook_created.json",
+        Codec::RestWebhookCreated,
+    ),
     ("server/rest_webhook_list.json", Codec::RestWebhookList),
-    ("server/rest_webhook_deliveries.json", Codec::RestWebhookDeliveries),
+    (
+        "server/rest_webhook_deliveries.json",
+        Codec::RestWebhookDeliveries,
+    ),
     ("server/rest_pattern.json", Codec::RestPattern),
     (
         "server/rest_pattern_conflict.json",
