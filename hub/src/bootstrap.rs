@@ -36,6 +36,8 @@ pub struct Background {
     pub redis_presence: Option<Arc<RedisPresence>>,
     /// Deletes activity past each team's retention (`retention.rs`).
     pub retention: JoinHandle<()>,
+    /// Sends webhook deliveries (`webhooks/dispatch.rs`); stops on the drain.
+    pub webhooks: JoinHandle<()>,
 }
 
 /// The seams a node runs on: in-process, or Redis for a cluster.
@@ -254,6 +256,21 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         max_strikes: 50,
     };
     let development = auth.is_development();
+    let webhook_config = crate::webhooks::WebhookConfig {
+        timeout: Duration::from_secs(args.webhook_timeout),
+        schedule: args.webhook_retry_schedule.0.clone(),
+        allow_private: args.webhook_allow_private,
+    };
+    let webhook_client =
+        crate::webhooks::guard::client(webhook_config.allow_private, webhook_config.timeout)
+            .context("building the webhook HTTP client")?;
+    // Presence versions are shared by the nodes of one Redis key prefix; in-process
+    // ones start again at every start.
+    let occupancy_scope = match &args.redis_url {
+        Some(_) => format!("redis:{}", args.redis_key_prefix),
+        None => format!("local:{}", uuid::Uuid::new_v4()),
+    };
+    let outbox = database.outbox();
     let node = Arc::new(Node::new(NodeParts {
         id,
         limits,
@@ -277,6 +294,8 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         quota: seams.quota,
         max_connections_per_user: args.max_connections_per_user,
         api_rate_limit: args.api_rate_limit,
+        webhooks: webhook_config.clone(),
+        occupancy: crate::webhooks::occupancy::Reports::spawn(&occupancy_scope, outbox),
     }));
     // Revocations are in force before the first connection is accepted.
     let revocations = node
@@ -306,9 +325,23 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> 
         Duration::from_secs(args.retention_interval),
         node.shutdown.clone(),
     ));
+    let dispatcher = crate::webhooks::dispatch::Dispatcher {
+        node: node.id.clone(),
+        outbox: node.outbox.clone(),
+        config: webhook_config,
+        client: webhook_client,
+        usage: node.usage.clone(),
+    };
+    let webhooks = tokio::spawn(dispatcher.run(node.shutdown.clone()));
+    tokio::spawn(crate::webhooks::dispatch::gauges(
+        node.outbox.clone(),
+        Duration::from_secs(5),
+        node.shutdown.clone(),
+    ));
     Ok((
         node,
         Background {
+            webhooks,
             fanout,
             control,
             writer,

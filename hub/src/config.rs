@@ -214,6 +214,52 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "TEAMHUB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Seconds a webhook endpoint has to answer a delivery with a 2xx.
+    #[arg(long, env = "TEAMHUB_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout: u64,
+    /// Delays between the attempts of a webhook delivery (one attempt, then one per
+    /// delay; each delay gets up to 10% of jitter), e.g. `5s,5m,30m,2h`.
+    #[arg(
+        long,
+        env = "TEAMHUB_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+        value_parser = parse_schedule
+    )]
+    pub webhook_retry_schedule: RetrySchedule,
+    /// Allow webhook URLs whose host is a loopback, private, link-local or unspecified
+    /// address (development and tests; never on a shared network).
+    #[arg(
+        long,
+        env = "TEAMHUB_WEBHOOK_ALLOW_PRIVATE",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub webhook_allow_private: bool,
+}
+
+/// The delays between webhook attempts (`--webhook-retry-schedule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+/// Parses a comma-separated list of durations (`500ms` too, for tests; an empty
+/// string: no retries).
+fn parse_schedule(s: &str) -> Result<RetrySchedule, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_suffix("ms") {
+            Some(ms) => ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+                .ok_or_else(|| format!("invalid delay {p:?}")),
+            None => parse_duration(p),
+        })
+        .collect::<Result<_, _>>()
+        .map(RetrySchedule)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -460,6 +506,29 @@ mod tests {
         assert_eq!(s.presence_ttl, 3);
         assert_eq!(s.rate_limit, 9, "a flag beats the file");
         assert_eq!(s.allowed_origins.as_deref(), Some("https://a,https://b"));
+    }
+
+    #[test]
+    fn webhook_flags() {
+        let s = serve(&["serve"]);
+        assert_eq!(s.webhook_timeout, 10);
+        assert_eq!(s.webhook_retry_schedule.0.len(), 9);
+        assert_eq!(s.webhook_retry_schedule.0[1], Duration::from_secs(300));
+        assert!(!s.webhook_allow_private);
+        let s = serve(&[
+            "serve",
+            "--webhook-retry-schedule",
+            "200ms,1s",
+            "--webhook-allow-private",
+        ]);
+        assert_eq!(
+            s.webhook_retry_schedule.0,
+            [Duration::from_millis(200), Duration::from_secs(1)]
+        );
+        assert!(s.webhook_allow_private);
+        let s = serve(&["serve", "--webhook-allow-private", "false"]);
+        assert!(!s.webhook_allow_private);
+        assert!(parse_schedule("5x").is_err());
     }
 
     #[test]

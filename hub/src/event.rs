@@ -296,6 +296,7 @@ mod tests {
             },
             joins: vec![entry.clone()],
             leaves: vec![],
+            occupancy: None,
         });
         let frame: ServerFrame = serde_json::from_str(ev.wire().as_str()).unwrap();
         assert!(matches!(frame, ServerFrame::PresenceDiff(d) if d.joins == vec![entry]));

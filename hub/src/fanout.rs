@@ -53,6 +53,9 @@ pub async fn run(
                     break;
                 }
                 for p in presence_batch.drain(..) {
+                    if let Some(occupancy) = p.occupancy {
+                        node.occupancy.report(&p.team, occupancy, p.version);
+                    }
                     node.registry.fanout(&Arc::new(Event::presence(p)));
                 }
             }

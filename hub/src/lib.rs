@@ -33,5 +33,6 @@ mod session;
 pub mod tls;
 pub mod usage;
 pub mod user_cap;
+pub mod webhooks;
 
 pub use server::{DrainReport, Running, start, start_on};

@@ -107,6 +107,7 @@ fn describe() {
         "Activity rows deleted by retention (older than their team's plan keeps)"
     );
     teamhub_persistence::writer::describe_metrics();
+    crate::webhooks::describe_metrics();
 }
 
 pub fn deliveries(n: u64) {

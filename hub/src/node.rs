@@ -12,7 +12,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::value::RawValue;
 use teamhub_persistence::{
-    ActivityEvent, ActivityWriter, ControlLog, Database, KeyStore, PatternStore, RevocationStore,
+    ActivityEvent, ActivityWriter, ControlLog, Database, KeyStore, Outbox, PatternStore,
+    RevocationStore, WebhookStore,
 };
 use teamhub_presence::{ConnKey, PresenceStore, Snapshot};
 use teamhub_protocol::{
@@ -105,6 +106,12 @@ pub struct Node {
     pub patterns: Arc<dyn PatternStore>,
     pub keys: Arc<dyn KeyStore>,
     pub revocation_store: Arc<dyn RevocationStore>,
+    /// Webhook endpoints and the outbox of their deliveries (`webhooks/`).
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub webhook_config: crate::webhooks::WebhookConfig,
+    /// Where `team.occupied` / `team.vacated` are reported.
+    pub occupancy: crate::webhooks::occupancy::Reports,
     /// Every revocation, consulted by [`Node::authorize`].
     pub revocations: Revocations,
     /// Commands to every node (revocations, deleted keys).
@@ -155,6 +162,8 @@ pub struct NodeParts {
     pub max_connections_per_user: usize,
     /// REST requests per second per caller; 0 is no limit.
     pub api_rate_limit: u32,
+    pub webhooks: crate::webhooks::WebhookConfig,
+    pub occupancy: crate::webhooks::occupancy::Reports,
 }
 
 impl Node {
@@ -175,6 +184,10 @@ impl Node {
             patterns: p.database.pattern_store(),
             keys: p.database.key_store(),
             revocation_store: p.database.revocation_store(),
+            webhooks: p.database.webhook_store(),
+            outbox: p.database.outbox(),
+            webhook_config: p.webhooks,
+            occupancy: p.occupancy,
             revocations: Revocations::default(),
             control: p.control,
             control_log: p.log_control.then(|| p.database.control_log()),

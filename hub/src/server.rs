@@ -138,6 +138,14 @@ impl Running {
         // Deleting is idempotent: a pass cut short is finished by the next start's.
         self.background.retention.abort();
         self.background.control.abort();
+        // The dispatcher stopped with the drain signal (attempts in flight are sent
+        // again after their lease); wait for it before the database closes.
+        if tokio::time::timeout(self.drain_timeout, self.background.webhooks)
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook dispatcher did not stop in time");
+        }
         if let Some(presence) = &self.background.redis_presence {
             presence.shutdown();
         }

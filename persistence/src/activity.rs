@@ -238,6 +238,22 @@ pub struct ActivityRow {
 }
 
 impl ActivityRow {
+    /// The row a reader returns for `event` (what a webhook delivery carries as `data`).
+    pub fn from_event(event: &ActivityEvent) -> ActivityRow {
+        ActivityRow {
+            id: event.id,
+            team: event.team.clone(),
+            user: event.user.clone(),
+            action: event.action.clone(),
+            resource_type: event.resource_type.clone(),
+            resource_id: event.resource_id.clone(),
+            metadata: serde_json::from_str(event.metadata.get()).unwrap_or(serde_json::Value::Null),
+            ip: event.ip.map(|ip| ip.to_string()),
+            user_agent: event.user_agent.clone(),
+            created_at: event.created_at,
+        }
+    }
+
     /// `created_at` in the row's text form (`2025-01-31T09:05:03.000120Z`), for exports
     /// that write it outside JSON.
     pub fn created_at_text(&self) -> String {

@@ -18,6 +18,9 @@
 //!   compare-and-set writes), API keys (stored as hashes) and member revocations, each a
 //!   small trait; `sqlite_stores` and `postgres_stores` implement them.
 //! - [`usage`]: usage per team per UTC day, added in idempotent batches.
+//! - [`webhooks`]: webhook endpoints ([`WebhookStore`]) and the outbox of deliveries
+//!   ([`Outbox`]), which the activity sinks fill in the transaction of each batch;
+//!   `sqlite_webhooks` and `postgres_webhooks` implement them.
 //! - [`writer`]: the bounded queue and batching, retrying background writer.
 //! - `sqlite`: the SQLite backend (`migrations/sqlite/`).
 //! - `postgres`: the PostgreSQL backend (`migrations/postgres/`, the same shape in
@@ -34,15 +37,18 @@ pub mod keys;
 pub mod patterns;
 mod postgres;
 mod postgres_stores;
+mod postgres_webhooks;
 pub mod query;
 pub mod revocations;
 mod spill;
 mod sqlite;
 mod sqlite_stores;
+mod sqlite_webhooks;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timestamp;
 pub mod usage;
+pub mod webhooks;
 pub mod writer;
 
 use std::sync::Arc;
@@ -55,6 +61,7 @@ pub use patterns::{Changes, Expect, Pattern, PatternError, PatternStore};
 pub use query::{ActivityPage, ActivityQuery, BadCursor, Cursor, MAX_PAGE, RetentionScope};
 pub use revocations::{API_KEY_USER_PREFIX, Revocation, RevocationStore};
 pub use usage::{UsageCounts, UsageDay, UsageDelta, UsageStore};
+pub use webhooks::{Outbox, WebhookEndpoint, WebhookStore};
 pub use writer::{
     ActivityWriter, WriterConfig, WriterError, WriterStats, WriterTask, spawn_writer,
 };
@@ -179,6 +186,22 @@ impl Database {
 
     /// The control log (commands for every node, kept for a while).
     pub fn control_log(&self) -> Arc<dyn ControlLog> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Webhook endpoints.
+    pub fn webhook_store(&self) -> Arc<dyn WebhookStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// The outbox of webhook deliveries.
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
         match &self.backend {
             Backend::Sqlite(store) => store.clone(),
             Backend::Postgres(store) => store.clone(),

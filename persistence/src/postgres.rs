@@ -186,6 +186,9 @@ impl ActivitySink for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(convert)?;
+        // The webhook outbox in the same transaction: an event's deliveries exist
+        // exactly when its row does.
+        crate::postgres_webhooks::enqueue_batch(&mut tx, events).await?;
         tx.commit().await.map_err(convert)
     }
 

@@ -186,6 +186,9 @@ impl ActivitySink for SqliteStore {
                 .await
                 .map_err(convert)?;
         }
+        // The webhook outbox in the same transaction: an event's deliveries exist
+        // exactly when its row does.
+        crate::sqlite_webhooks::enqueue_batch(&mut tx, events).await?;
         tx.commit().await.map_err(convert)
     }
 

@@ -534,3 +534,16 @@ async fn racing_writers_across_pools() {
     teamhub_persistence::conformance::patterns::racing_writers_across_stores(a, b).await;
     second.close().await;
 }
+
+/// Webhook endpoints and the outbox; the racing claims come from a second pool (a
+/// second node) on the same schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_conformance() {
+    let test = TestDb::new().await;
+    let base = base_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{}", test.schema);
+    let second = connect(&url).await.expect("second pool");
+    conformance::webhooks::run_all(&test.db, &second).await;
+    second.close().await;
+}

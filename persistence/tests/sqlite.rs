@@ -317,3 +317,15 @@ async fn racing_writers_across_pools() {
     second.close().await;
     db.close().await;
 }
+
+/// Webhook endpoints and the outbox; the racing claims use a second pool on the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_conformance() {
+    let (_dir, path, db) = fresh().await;
+    let other = connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("second pool");
+    conformance::webhooks::run_all(&db, &other).await;
+    other.close().await;
+    db.close().await;
+}

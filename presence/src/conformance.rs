@@ -220,3 +220,47 @@ pub async fn teams_are_isolated_and_snapshots_sorted(s: &mut Subject) {
         0
     );
 }
+
+/// The team's first user makes it occupied and its last user leaving makes it vacated,
+/// in the change and in its event; changes in between do neither.
+pub async fn occupancy_follows_the_first_and_last_user(s: &mut Subject) {
+    use crate::Occupancy;
+    let t = team("c9");
+    s.store.host(&t).await.unwrap();
+    let key = |node: &str, n: u64| ConnKey {
+        node: node.into(),
+        conn: n,
+    };
+    let change = s.store.join(&t, conn("n1", 1, "ann")).await.unwrap();
+    assert_eq!(change.occupancy, Some(Occupancy::Occupied));
+    assert_eq!(s.next_event().await.occupancy, Some(Occupancy::Occupied));
+    let change = s.store.join(&t, conn("n2", 2, "bob")).await.unwrap();
+    assert_eq!(change.occupancy, None, "a second user");
+    assert_eq!(s.next_event().await.occupancy, None);
+    let change = s.store.join(&t, conn("n2", 3, "bob")).await.unwrap();
+    assert_eq!(change.occupancy, None, "a second connection");
+    let change = s.store.leave(&t, &key("n1", 1)).await.unwrap();
+    assert_eq!(change.occupancy, None, "bob is still there");
+    assert_eq!(s.next_event().await.occupancy, None);
+    let change = s.store.leave(&t, &key("n2", 2)).await.unwrap();
+    assert_eq!(
+        change.occupancy, None,
+        "bob's other connection is still there"
+    );
+    let change = s.store.leave(&t, &key("n2", 3)).await.unwrap();
+    assert_eq!(change.occupancy, Some(Occupancy::Vacated));
+    let ev = s.next_event().await;
+    assert_eq!(
+        (ev.version, ev.occupancy),
+        (change.version, Some(Occupancy::Vacated))
+    );
+    let change = s.store.join(&t, conn("n1", 4, "cy")).await.unwrap();
+    assert_eq!(
+        change.occupancy,
+        Some(Occupancy::Occupied),
+        "occupied again"
+    );
+    assert_eq!(s.next_event().await.occupancy, Some(Occupancy::Occupied));
+    s.store.leave(&t, &key("n1", 4)).await.unwrap();
+    assert_eq!(s.next_event().await.occupancy, Some(Occupancy::Vacated));
+}

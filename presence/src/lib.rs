@@ -24,7 +24,7 @@ use teamhub_protocol::{PresenceEntry, TeamId, UserId};
 
 pub use memory::MemoryPresence;
 pub use redis::{CATCH_UP_CONN, RedisPresence};
-pub use team::{Change, TeamPresence};
+pub use team::{Change, Occupancy, TeamPresence};
 
 /// Identifies one connection across the whole cluster: the node that holds it and a
 /// number unique on that node.
@@ -60,6 +60,9 @@ pub struct PresenceEvent {
     pub origin: ConnKey,
     pub joins: Vec<PresenceEntry>,
     pub leaves: Vec<PresenceEntry>,
+    /// Set when this change made the team occupied or vacated (`None` on events a
+    /// node made up to catch up after a resubscription).
+    pub occupancy: Option<Occupancy>,
 }
 
 /// The team as it is at `version`: every change with a higher version happened after.

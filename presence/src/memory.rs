@@ -38,6 +38,7 @@ impl MemoryPresence {
             origin: origin.clone(),
             joins: change.joined.iter().cloned().collect(),
             leaves: change.left.iter().cloned().collect(),
+            occupancy: change.occupancy,
         });
     }
 }

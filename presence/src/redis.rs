@@ -69,7 +69,9 @@ use teamhub_redis::{ChannelKind, Delivery, Inbox, Redis, Subscriptions};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::{Change, ConnInfo, ConnKey, PresenceError, PresenceEvent, PresenceStore, Snapshot};
+use crate::{
+    Change, ConnInfo, ConnKey, Occupancy, PresenceError, PresenceEvent, PresenceStore, Snapshot,
+};
 
 use scripts::Scripts;
 
@@ -176,6 +178,8 @@ struct WireEvent {
     origin: String,
     joins: Vec<PresenceEntry>,
     leaves: Vec<PresenceEntry>,
+    #[serde(default)]
+    occupancy: Option<String>,
 }
 
 impl WireEvent {
@@ -186,6 +190,7 @@ impl WireEvent {
             origin: parse_conn_key(&self.origin)?,
             joins: self.joins,
             leaves: self.leaves,
+            occupancy: self.occupancy.as_deref().and_then(Occupancy::parse),
         })
     }
 }
@@ -249,12 +254,13 @@ impl Inner {
             .arg(info.name.as_deref().unwrap_or(""))
             .arg(meta)
             .arg(self.ttl_ms());
-        let (version, joined, left): (u64, String, String) =
+        let (version, joined, left, occupancy): (u64, String, String, String) =
             self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(Change {
             version,
             joined: parse_entry(&joined)?,
             left: parse_entry(&left)?,
+            occupancy: Occupancy::parse(&occupancy),
         })
     }
 
@@ -265,11 +271,13 @@ impl Inner {
             .arg(self.channel(team))
             .arg(team.as_str())
             .arg(conn_key_str(key));
-        let (version, left): (u64, String) = self.bounded(inv.invoke_async(&mut conn)).await?;
+        let (version, left, occupancy): (u64, String, String) =
+            self.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(Change {
             version,
             joined: None,
             left: parse_entry(&left)?,
+            occupancy: Occupancy::parse(&occupancy),
         })
     }
 
@@ -768,6 +776,7 @@ impl Subscriber {
                 },
                 joins,
                 leaves,
+                occupancy: None,
             });
         }
         Ok(())

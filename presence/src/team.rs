@@ -15,6 +15,27 @@ pub struct Change {
     pub joined: Option<PresenceEntry>,
     /// The user went offline in the team (their last connection left).
     pub left: Option<PresenceEntry>,
+    /// The team's first user came, or its last user went, with this change.
+    pub occupancy: Option<Occupancy>,
+}
+
+/// A change in whether a team has anyone in it, across every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Occupancy {
+    /// The team had no user and now has one.
+    Occupied,
+    /// The team's last user left (or expired).
+    Vacated,
+}
+
+impl Occupancy {
+    pub fn parse(s: &str) -> Option<Occupancy> {
+        match s {
+            "occupied" => Some(Occupancy::Occupied),
+            "vacated" => Some(Occupancy::Vacated),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -95,6 +116,7 @@ impl TeamPresence {
             let key = info.key.clone();
             self.leave(&key);
         }
+        let was_empty = self.users.is_empty();
         self.by_conn.insert(info.key.clone(), info.user.clone());
         let user = self
             .users
@@ -111,6 +133,7 @@ impl TeamPresence {
                 version: self.version,
                 joined: Some(entry),
                 left: None,
+                occupancy: was_empty.then_some(Occupancy::Occupied),
             }
         } else {
             self.unchanged()
@@ -139,6 +162,7 @@ impl TeamPresence {
             version: self.version,
             joined: None,
             left,
+            occupancy: self.users.is_empty().then_some(Occupancy::Vacated),
         }
     }
 
@@ -152,6 +176,7 @@ impl TeamPresence {
             version: self.version,
             joined: None,
             left: None,
+            occupancy: None,
         }
     }
 }

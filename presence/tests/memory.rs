@@ -32,3 +32,8 @@ async fn events_are_ordered_under_concurrency() {
 async fn teams_are_isolated_and_snapshots_sorted() {
     conformance::teams_are_isolated_and_snapshots_sorted(&mut subject()).await;
 }
+
+#[tokio::test]
+async fn occupancy_follows_the_first_and_last_user() {
+    conformance::occupancy_follows_the_first_and_last_user(&mut subject()).await;
+}

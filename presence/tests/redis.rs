@@ -627,3 +627,45 @@ async fn cluster_events_are_ordered_under_concurrency() {
 async fn cluster_teams_are_isolated_and_snapshots_sorted() {
     conformance::teams_are_isolated_and_snapshots_sorted(&mut cluster_subject("k4").await).await;
 }
+
+#[tokio::test]
+async fn occupancy_follows_the_first_and_last_user() {
+    conformance::occupancy_follows_the_first_and_last_user(&mut subject("c9").await).await;
+}
+
+#[tokio::test]
+async fn cluster_occupancy_follows_the_first_and_last_user() {
+    conformance::occupancy_follows_the_first_and_last_user(&mut cluster_subject("k9").await).await;
+}
+
+/// A team whose only users were on a node that died is vacated by the next sweep (no
+/// node has a connection there to sweep it on its own: here a snapshot's), and the
+/// event says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_empties_a_team_vacates_it() {
+    let p = prefix("vacate");
+    let ttl = Duration::from_secs(1);
+    let (a, _ea) = node(&p, "a", ttl).await;
+    let (b, mut eb) = node(&p, "b", ttl).await;
+    let t = team("vacate");
+    a.host(&t).await.unwrap();
+    b.host(&t).await.unwrap();
+    let joined = a.join(&t, info("a", 1, "ann", None)).await.unwrap();
+    assert_eq!(
+        joined.occupancy,
+        Some(teamhub_presence::Occupancy::Occupied)
+    );
+    assert_eq!(
+        next(&mut eb, "b").await.occupancy,
+        Some(teamhub_presence::Occupancy::Occupied)
+    );
+    drop(a);
+    let deadline = Instant::now() + 3 * ttl;
+    while !b.snapshot(&t).await.unwrap().entries.is_empty() {
+        assert!(Instant::now() < deadline, "ann never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let swept = next(&mut eb, "b").await;
+    assert_eq!(swept.leaves[0].user.as_str(), "ann");
+    assert_eq!(swept.occupancy, Some(teamhub_presence::Occupancy::Vacated));
+}

@@ -229,3 +229,97 @@ pub struct UsageDayBody {
     pub peak_connections: u64,
     pub webhook_deliveries: u64,
 }
+
+/// `POST /api/v1/teams/{team}/webhooks`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateWebhookRequest {
+    /// `http://` or `https://`; its host must not resolve to a loopback, private,
+    /// link-local or unspecified address.
+    pub url: String,
+    /// Type prefixes; `"*"` or `""` matches every type.
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PATCH /api/v1/teams/{team}/webhooks/{id}`: absent fields are kept.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateWebhookRequest {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `true` re-enables an endpoint that was disabled (by a `410` or by hand).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A webhook endpoint, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookInfo {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `201` answer to an endpoint's creation: the only time `secret` is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookCreated {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    /// `whsec_` and the standard base64 of the signing key.
+    pub secret: String,
+    pub created_at: String,
+}
+
+/// `GET /api/v1/teams/{team}/webhooks`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookList {
+    pub team: TeamId,
+    pub webhooks: Vec<WebhookInfo>,
+}
+
+/// `200` answer to a rotation: the new secret (the old one signs for 24 h more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookSecret {
+    pub secret: String,
+}
+
+/// One delivery in an endpoint's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryInfo {
+    /// The `webhook-id` header of every attempt.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_status_code: Option<u16>,
+    /// RFC 3339; for a pending delivery, when it is attempted next.
+    pub next_attempt_at: String,
+    pub created_at: String,
+}
+
+/// `GET /api/v1/teams/{team}/webhooks/{id}/deliveries`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryInfo>,
+}

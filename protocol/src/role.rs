@@ -80,6 +80,7 @@ pub enum Action {
     RevokeMembers,
     /// Read the team's usage per day (and its plan's quotas).
     ReadUsage,
+    ManageWebhooks,
 }
 
 impl Action {
@@ -94,7 +95,8 @@ impl Action {
             | Action::ReadActivity
             | Action::ManageApiKeys
             | Action::RevokeMembers
-            | Action::ReadUsage => Role::Admin,
+            | Action::ReadUsage
+            | Action::ManageWebhooks => Role::Admin,
         }
     }
 }
@@ -109,7 +111,7 @@ pub fn permits(role: Option<Role>, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 11] = [
+    const ALL: [Action; 12] = [
         Action::Join,
         Action::ReadPresence,
         Action::ReadHistory,
@@ -121,6 +123,7 @@ mod tests {
         Action::ManageApiKeys,
         Action::RevokeMembers,
         Action::ReadUsage,
+        Action::ManageWebhooks,
     ];
 
     /// The table of section 1, written out row by row.

@@ -15,8 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use teamhub_protocol::rest::{
-    ActivityPageResponse, ApiKeyCreated, ApiKeyList, ConflictBody, ErrorBody, HistoryResponse,
-    PatternBody, PresenceResponse, PublishRequest, PublishResponse, RevokeResponse, UsageResponse,
+    ActivityPageResponse, ApiKeyCreated, ApiKeyList, ConflictBody, CreateWebhookRequest,
+    DeliveryList, ErrorBody, HistoryResponse, PatternBody, PresenceResponse, PublishRequest,
+    PublishResponse, RevokeResponse, UsageResponse, WebhookCreated, WebhookList,
 };
 use teamhub_protocol::{
     ClientFrame, ClientOp, ErrorCode, KickReason, ReplyBody, SeedFrame, SeedPublish, ServerFrame,
@@ -43,6 +44,10 @@ enum Codec {
     RestApiKeyCreated,
     RestApiKeyList,
     RestRevoke,
+    RestWebhookCreate,
+    RestWebhookCreated,
+    RestWebhookList,
+    RestWebhookDeliveries,
     RestPattern,
     RestPatternConflict,
     /// `GET /api/v1/teams/{team}/usage`.
@@ -93,6 +98,19 @@ const FIXTURES: &[(&str, Codec)] = &[
     ("server/rest_apikey_created.json", Codec::RestApiKeyCreated),
     ("server/rest_apikey_list.json", Codec::RestApiKeyList),
     ("server/rest_revoke_response.json", Codec::RestRevoke),
+    (
+        "server/rest_webhook_create_request.json",
+        Codec::RestWebhookCreate,
+    ),
+    (
+        "server/rest_webhook_created.json",
+        Codec::RestWebhookCreated,
+    ),
+    ("server/rest_webhook_list.json", Codec::RestWebhookList),
+    (
+        "server/rest_webhook_deliveries.json",
+        Codec::RestWebhookDeliveries,
+    ),
     ("server/rest_pattern.json", Codec::RestPattern),
     (
         "server/rest_pattern_conflict.json",
@@ -136,6 +154,10 @@ fn round_trip(codec: Codec, text: &str) -> Value {
         Codec::RestApiKeyCreated => serde_round_trip::<ApiKeyCreated>(text),
         Codec::RestApiKeyList => serde_round_trip::<ApiKeyList>(text),
         Codec::RestRevoke => serde_round_trip::<RevokeResponse>(text),
+        Codec::RestWebhookCreate => serde_round_trip::<CreateWebhookRequest>(text),
+        Codec::RestWebhookCreated => serde_round_trip::<WebhookCreated>(text),
+        Codec::RestWebhookList => serde_round_trip::<WebhookList>(text),
+        Codec::RestWebhookDeliveries => serde_round_trip::<DeliveryList>(text),
         Codec::RestPattern => serde_round_trip::<PatternBody>(text),
         Codec::RestPatternConflict => serde_round_trip::<ConflictBody>(text),
         Codec::RestUsage => serde_round_trip::<UsageResponse>(text),

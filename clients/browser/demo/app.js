@@ -1,5 +1,5 @@
 // The demo page served by the hub at `/`: presence, a message feed, the pattern library
-// and (for admins) the month's usage and the activity log of one team, on teamhub.js. No framework: each
+// and (for admins) the month's usage, the activity log and the webhooks of one team, on teamhub.js. No framework: each
 // panel has a render function fed by the client's events.
 import { TeamhubClient, decodeJwt } from "/teamhub.js";
 
@@ -12,7 +12,7 @@ const el = (tag, { dataset, ...props } = {}, ...children) => {
 };
 
 const params = new URLSearchParams(location.search);
-const state = { client: null, team: null, role: null, names: new Map(), patterns: new Map(), patternVersion: 0, activityCursor: null };
+const state = { client: null, team: null, role: null, names: new Map(), patterns: new Map(), patternVersion: 0, activityCursor: null, webhook: null };
 // Marks this page load, so tests can tell a reconnect from a reload.
 window.teamhubPageId = Math.random().toString(36).slice(2);
 
@@ -62,6 +62,8 @@ function start() {
   state.maybeAdmin = !claims;
   $("activity").hidden = !["admin", "owner"].includes(state.role);
   $("usage").hidden = $("activity").hidden;
+  $("webhooks").hidden = $("activity").hidden;
+  state.webhook = null;
   history.replaceState(null, "", `?team=${encodeURIComponent(team)}`);
 
   const client = new TeamhubClient({ url: location.origin, token, backoff: { baseMs: 200, capMs: 5000 } });
@@ -114,9 +116,11 @@ async function onJoined({ team, reply, recovered, rejoin }) {
     const probe = await api("/activity?limit=1").catch(() => null);
     $("activity").hidden = probe?.status !== 200;
     $("usage").hidden = $("activity").hidden;
+    $("webhooks").hidden = $("activity").hidden;
   }
   if (!$("activity").hidden && !rejoin) loadActivity();
   if (!$("usage").hidden && !rejoin) loadUsage();
+  if (!$("webhooks").hidden && !rejoin) loadWebhooks();
 }
 
 $("mystatus").addEventListener("change", () => {
@@ -341,3 +345,55 @@ async function loadUsage() {
     Math.max(0, ...body.days.map((d) => d.peak_connections))} connections this month`;
   $("usage-note").textContent = body.days.length ? "" : "No use yet this month.";
 }
+
+// ---- webhooks (admins) ------------------------------------------------------------
+
+const when = (t) => (t ? new Date(t).toLocaleString() : "");
+
+async function loadWebhooks() {
+  const res = await api("/webhooks").catch(() => null);
+  if (!res?.ok) {
+    $("webhooks-note").textContent = `Webhooks unavailable${res ? ` (HTTP ${res.status})` : ""}.`;
+    return;
+  }
+  const { webhooks } = await res.json();
+  $("webhook-count").textContent = webhooks.length;
+  $("webhooks-note").textContent = webhooks.length ? "Select an endpoint to see its deliveries." : "No webhook endpoints.";
+  $("webhook-rows").replaceChildren(...webhooks.map((w) => {
+    const row = el("tr", { dataset: { id: w.id }, className: w.id === state.webhook ? "selected" : "" },
+      el("td", { textContent: w.url, title: w.description || w.id }),
+      el("td", { textContent: w.events.join(" ") }),
+      el("td", { textContent: w.enabled ? "enabled" : "disabled" }),
+      el("td", { textContent: when(w.created_at) }));
+    row.addEventListener("click", () => { state.webhook = w.id; loadWebhooks(); });
+    return row;
+  }));
+  if (!webhooks.some((w) => w.id === state.webhook)) state.webhook = webhooks[0]?.id ?? null;
+  for (const row of $("webhook-rows").children) row.classList.toggle("selected", row.dataset.id === state.webhook);
+  await loadDeliveries();
+}
+
+async function loadDeliveries() {
+  $("deliveries-of").textContent = state.webhook || "";
+  if (!state.webhook) { $("delivery-rows").replaceChildren(); return; }
+  const res = await api(`/webhooks/${encodeURIComponent(state.webhook)}/deliveries?limit=20`).catch(() => null);
+  if (!res?.ok) return;
+  const { deliveries } = await res.json();
+  $("delivery-rows").replaceChildren(...deliveries.map((d) => {
+    const retry = el("button", { type: "button", textContent: "Retry", hidden: d.status !== "failed" });
+    retry.addEventListener("click", async () => {
+      await api(`/webhooks/${encodeURIComponent(state.webhook)}/deliveries/${encodeURIComponent(d.id)}/retry`, { method: "POST" }).catch(() => null);
+      loadDeliveries();
+    });
+    return el("tr", { dataset: { id: d.id, status: d.status } },
+      el("td", { className: "meta", textContent: d.id }),
+      el("td", { textContent: d.type }),
+      el("td", { textContent: d.status }),
+      el("td", { textContent: d.attempts }),
+      el("td", { textContent: d.last_status_code ?? "" }),
+      el("td", { textContent: d.status === "pending" ? when(d.next_attempt_at) : "" }),
+      el("td", {}, retry));
+  }));
+}
+
+$("webhooks-refresh").addEventListener("click", () => loadWebhooks());

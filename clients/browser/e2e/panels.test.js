@@ -127,3 +127,37 @@ test("an admin API key pasted into the page gets the activity panel", async () =
   await wall.context().close();
   await page.context().close();
 });
+
+test("admins see the team's webhook endpoints and their recent deliveries", async () => {
+  const h = await hub({ extra: ["--webhook-allow-private", "--webhook-retry-schedule", "50ms"] });
+  const owner = h.token("olga", { demo: "owner" }, "Olga");
+  // The node's own 404 answers every attempt: the delivery fails after two.
+  const created = await h.rest("POST", "/teams/demo/webhooks", owner,
+    { url: `${h.origin}/no-such-receiver`, events: ["deploy."], description: "ci" });
+  assert.equal(created.status, 201, JSON.stringify(created));
+  assert.match(created.body.secret, /^whsec_/);
+  assert.equal((await h.rest("POST", "/teams/demo/messages", owner, { type: "deploy.done", data: { v: 1 } })).status, 200);
+
+  const page = await openPage(b, pageUrl(h, owner, "demo"));
+  await online(page);
+  assert.equal(await page.locator("#webhooks").isVisible(), true);
+  await page.locator(`#webhook-rows tr[data-id="${created.body.id}"]`).waitFor({ timeout: WAIT_MS });
+  assert.match(await page.locator("#webhook-rows tr td:first-child").textContent(), /no-such-receiver/);
+  await until("a failed delivery in the panel", async () => {
+    await page.click("#webhooks-refresh");
+    return (await page.locator('#delivery-rows tr[data-status="failed"]').count()) === 1;
+  });
+  const row = page.locator('#delivery-rows tr[data-status="failed"]');
+  assert.deepEqual(await row.locator("td").allTextContents(), [
+    await row.getAttribute("data-id"), "deploy.done", "failed", "2", "404", "", "Retry",
+  ]);
+  await screenshot(page, "webhooks");
+  assert.deepEqual(page.errors, []);
+
+  // An editor sees no webhooks panel.
+  const ed = await openPage(b, pageUrl(h, h.token("ed", { demo: "editor" }), "demo"));
+  await online(ed);
+  assert.equal(await ed.locator("#webhooks").isVisible(), false);
+  await ed.context().close();
+  await page.context().close();
+});

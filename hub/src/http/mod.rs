@@ -13,6 +13,7 @@ mod ops;
 mod origin;
 mod patterns;
 mod usage;
+mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -73,6 +74,26 @@ fn api(node: Arc<Node>) -> Router<Arc<Node>> {
             get(patterns::get)
                 .put(patterns::put)
                 .delete(patterns::delete),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}",
+            axum::routing::patch(webhooks::update).delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/v1/teams/{team}/webhooks/{id}/deliveries/{delivery}/retry",
+            post(webhooks::retry),
         )
         .route_layer(axum::middleware::from_fn_with_state(node, edge::edge))
 }

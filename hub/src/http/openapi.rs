@@ -15,7 +15,7 @@ use teamhub_protocol::{MessageType, TeamId, UserId};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{activity, api, keys, members, patterns, usage};
+use super::{activity, api, keys, members, patterns, usage, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,13 @@ use super::{activity, api, keys, members, patterns, usage};
         patterns::put,
         patterns::delete,
         usage::usage,
+        webhooks::create,
+        webhooks::list,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::deliveries,
+        webhooks::retry,
     ),
     components(schemas(ErrorBody, ActivityFormat)),
     modifiers(&BearerAuth),
@@ -52,6 +59,7 @@ use super::{activity, api, keys, members, patterns, usage};
         (name = "members", description = "Revoking a member"),
         (name = "patterns", description = "The team's pattern library (versioned, with ETags)"),
         (name = "usage", description = "The team's use per day and its plan's quotas"),
+        (name = "webhooks", description = "Webhook endpoints of a team (Standard Webhooks signatures) and their deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -134,6 +142,16 @@ pub struct PatternsParams {
     /// Patterns changed after this version (default 0: all of them).
     #[param(format = "uint64", minimum = 0)]
     since_version: Option<u64>,
+}
+
+/// Query of `GET /api/v1/teams/{team}/webhooks/{id}/deliveries` (documentation only).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DeliveriesParams {
+    /// At most this many deliveries (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
 }
 
 /// Query of `GET /api/v1/teams/{team}/history` (documentation only; `api.rs` parses).
@@ -251,6 +269,16 @@ mod tests {
             ("/api/v1/teams/{team}/patterns/{name}", "get"),
             ("/api/v1/teams/{team}/patterns/{name}", "put"),
             ("/api/v1/teams/{team}/patterns/{name}", "delete"),
+            ("/api/v1/teams/{team}/webhooks", "post"),
+            ("/api/v1/teams/{team}/webhooks", "get"),
+            ("/api/v1/teams/{team}/webhooks/{id}", "patch"),
+            ("/api/v1/teams/{team}/webhooks/{id}", "delete"),
+            ("/api/v1/teams/{team}/webhooks/{id}/rotate-secret", "post"),
+            ("/api/v1/teams/{team}/webhooks/{id}/deliveries", "get"),
+            (
+                "/api/v1/teams/{team}/webhooks/{id}/deliveries/{delivery}/retry",
+                "post",
+            ),
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} missing");

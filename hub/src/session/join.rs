@@ -127,6 +127,9 @@ impl Session {
             meta,
         };
         let change = node.presence.join(team, info).await?;
+        if let Some(occupancy) = change.occupancy {
+            node.occupancy.report(team, occupancy, change.version);
+        }
         if change.joined.is_some() {
             self.record_presence(team, "presence.joined");
         }
@@ -160,8 +163,14 @@ impl Session {
     pub(super) async fn forget(&mut self, team: &TeamId) {
         let node = self.node.clone();
         match node.presence.leave(team, &self.key).await {
-            Ok(change) if change.left.is_some() => self.record_presence(team, "presence.left"),
-            Ok(_) => {}
+            Ok(change) => {
+                if let Some(occupancy) = change.occupancy {
+                    node.occupancy.report(team, occupancy, change.version);
+                }
+                if change.left.is_some() {
+                    self.record_presence(team, "presence.left");
+                }
+            }
             Err(e) => tracing::warn!(%team, error = %e, "presence leave failed"),
         }
         node.unhost(team, self.key.conn).await;

@@ -33,3 +33,4 @@ mod rfc6455;
 mod rolling;
 mod seed;
 mod tls;
+mod webhooks;

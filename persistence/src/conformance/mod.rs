@@ -18,6 +18,7 @@ pub mod keys;
 pub mod patterns;
 pub mod revocations;
 pub mod usage;
+pub mod webhooks;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -22,7 +22,8 @@
 //!
 //! Events are PUBLISHed (SPUBLISHed in a Redis Cluster) on `<prefix>:{<team>}:events`
 //! as one JSON object:
-//! `{"team": T, "v": VERSION, "origin": CONN_KEY, "joins": [entry...], "leaves": [entry...]}`
+//! `{"team": T, "v": VERSION, "origin": CONN_KEY, "joins": [entry...], "leaves": [entry...],
+//! "occupancy": "occupied" | "vacated" | null}`
 //! with entries in the wire shape (`{"user","name","conns","meta"}`); a leave entry has
 //! `conns: 0` and `meta: null`, as `TeamPresence` gives.
 //!
@@ -67,12 +68,21 @@ local function entry(user, conns, meta)
     .. ',"meta":' .. (meta or 'null') .. '}'
 end
 
-local function publish(channel, team, v, origin, joins, leaves)
+-- occupancy: 'occupied' (the team's first user joined), 'vacated' (its last user
+-- left) or '' (neither).
+local function publish(channel, team, v, origin, joins, leaves, occupancy)
   redis.call('PUBLISH', channel, '{"team":' .. cjson.encode(team)
     .. ',"v":' .. string.format('%d', v)
     .. ',"origin":' .. cjson.encode(origin)
     .. ',"joins":[' .. table.concat(joins, ',') .. ']'
-    .. ',"leaves":[' .. table.concat(leaves, ',') .. ']}')
+    .. ',"leaves":[' .. table.concat(leaves, ',') .. ']'
+    .. ',"occupancy":' .. (occupancy ~= '' and cjson.encode(occupancy) or 'null') .. '}')
+end
+
+-- 'vacated' when the team has no user left, else ''.
+local function vacancy()
+  if redis.call('HLEN', K_COUNT) == 0 then return 'vacated' end
+  return ''
 end
 
 -- Removes one connection; returns the leave entry when it was its user's last one.
@@ -98,7 +108,7 @@ local function sweep(channel, team, now)
   for _, key in ipairs(expired) do
     local e = remove_conn(key)
     if e then
-      publish(channel, team, bump(), key, {}, {e})
+      publish(channel, team, bump(), key, {}, {e}, vacancy())
     end
   end
   return #expired
@@ -106,7 +116,7 @@ end
 "#;
 
 /// ARGV: channel, team, key, user, has_name ("1"/"0"), name, meta ("" = none), ttl_ms.
-/// Returns {version, join entry or "", leave entry or ""}.
+/// Returns {version, join entry or "", leave entry or "", occupancy or ""}.
 const JOIN: &str = r#"
 local channel, team, key, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local has_name, name, meta, ttl = ARGV[5] == '1', ARGV[6], ARGV[7], tonumber(ARGV[8])
@@ -125,7 +135,7 @@ local prev = redis.call('HGET', K_USER, key)
 if prev == user then
   -- A retry or an update of the same connection: no user-level change.
   store_conn()
-  return {version(), '', ''}
+  return {version(), '', '', ''}
 end
 local joins, leaves = {}, {}
 if prev then
@@ -137,24 +147,27 @@ if prev then
   end
 end
 store_conn()
+local occupancy = ''
 if redis.call('HINCRBY', K_COUNT, user, 1) == 1 then
   if has_name then redis.call('HSET', K_NAME, user, name) end
   bump()
   joins[1] = entry(user, 1, meta ~= '' and meta or nil)
+  if #leaves == 0 and redis.call('HLEN', K_COUNT) == 1 then occupancy = 'occupied' end
 end
 local v = version()
-if #joins + #leaves > 0 then publish(channel, team, v, key, joins, leaves) end
-return {v, joins[1] or '', leaves[1] or ''}
+if #joins + #leaves > 0 then publish(channel, team, v, key, joins, leaves, occupancy) end
+return {v, joins[1] or '', leaves[1] or '', occupancy}
 "#;
 
-/// ARGV: channel, team, key. Returns {version, leave entry or ""}.
+/// ARGV: channel, team, key. Returns {version, leave entry or "", occupancy or ""}.
 const LEAVE: &str = r#"
 local channel, team, key = ARGV[1], ARGV[2], ARGV[3]
 local e = remove_conn(key)
-if not e then return {version(), ''} end
+if not e then return {version(), '', ''} end
 local v = bump()
-publish(channel, team, v, key, {}, {e})
-return {v, e}
+local occupancy = vacancy()
+publish(channel, team, v, key, {}, {e}, occupancy)
+return {v, e, occupancy}
 "#;
 
 /// ARGV: channel, team. Sweeps first, so a snapshot never shows an expired connection
