@@ -178,7 +178,12 @@ async fn until_refused(hub: &TestHub, path: &str, token: Option<&str>, accepted:
             );
             return answer;
         }
-        assert_eq!(answer.status, accepted, "request {} of the burst", passed + 1);
+        assert_eq!(
+            answer.status,
+            accepted,
+            "request {} of the burst",
+            passed + 1
+        );
         passed += 1;
     }
     panic!("50 requests in a row at 1/s with bursts of 2 were never refused");

@@ -403,6 +403,25 @@ async fn deliveries_are_signed_and_carry_the_activity_row(db: Db) {
     assert_eq!(log[0]["attempts"], 1);
     assert_eq!(log[0]["last_status_code"], 204);
     assert!(rx.drain().is_empty(), "chat.said is not for this endpoint");
+
+    // The delivery counts in the team's usage (counted before it is recorded as
+    // delivered, and flushed before a usage request is answered).
+    let usage = call(
+        &hub,
+        "GET",
+        &format!("/api/v1/teams/{TEAM}/usage"),
+        Some(&admin(&hub)),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(usage.status, 200, "{usage:?}");
+    let days = usage.body["days"].as_array().unwrap();
+    let total: u64 = days
+        .iter()
+        .map(|d| d["webhook_deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1, "one delivery made: {days:?}");
 }
 
 /// 500, then a timeout, then 204: three attempts of one delivery, same id, on the
