@@ -65,7 +65,8 @@ pub enum LogFormat {
 /// How tokens are verified; shared by `serve` and `token`.
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 secret. With neither this nor a public key, `serve` runs in development mode.
+    /// HS256 secret. With no secret, public key, JWKS URL or issuer, `serve` runs in
+    /// development mode.
     #[arg(long, env = "TEAMHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Path to a PEM public key (RS256 or ES256, see --jwt-alg).
@@ -89,6 +90,18 @@ pub struct JwtArgs {
     /// for good.
     #[arg(long, env = "TEAMHUB_MAX_TOKEN_LIFETIME", default_value_t = DEFAULT_MAX_TOKEN_LIFETIME)]
     pub max_token_lifetime: u64,
+    /// JSON Web Key Set of an identity provider: RS256, ES256 and EdDSA tokens are
+    /// verified with the key their `kid` names (https, or http on a loopback host).
+    #[arg(long, env = "TEAMHUB_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// OpenID issuer: its tokens must carry this `iss`, and without --jwks-url the key
+    /// set is found at <issuer>/.well-known/openid-configuration (`jwks_uri`).
+    #[arg(long, env = "TEAMHUB_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Seconds between two fetches of the identity provider's key set (a token with an
+    /// unknown `kid` also causes one, at most every 10 s).
+    #[arg(long, env = "TEAMHUB_JWKS_REFRESH", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwks_refresh: u64,
 }
 
 #[derive(Debug, Clone, Args)]

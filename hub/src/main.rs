@@ -147,6 +147,9 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         jwt_audience: args.jwt_audience.clone(),
         jwt_leeway: 5,
         max_token_lifetime: 0,
+        jwks_url: None,
+        oidc_issuer: None,
+        jwks_refresh: 300,
     })?;
     if args.ttl.as_secs() > teamhub::config::DEFAULT_MAX_TOKEN_LIFETIME {
         eprintln!(
