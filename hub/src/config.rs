@@ -498,6 +498,13 @@ mod tests {
             (15, 65536, 5, 100)
         );
         assert_eq!((s.max_connections_per_user, s.api_rate_limit), (100, 100));
+        assert_eq!(
+            (s.jwt.jwks_url.as_deref(), s.jwt.oidc_issuer.as_deref()),
+            (None, None)
+        );
+        assert_eq!(s.jwt.jwks_refresh, 300);
+        let argv = ["teamhub", "serve", "--jwks-refresh", "0"].map(OsString::from);
+        assert!(Cli::try_parse_from(argv).is_err(), "a refresh of 0 s is refused");
     }
 
     #[test]
