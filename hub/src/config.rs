@@ -504,7 +504,10 @@ mod tests {
         );
         assert_eq!(s.jwt.jwks_refresh, 300);
         let argv = ["teamhub", "serve", "--jwks-refresh", "0"].map(OsString::from);
-        assert!(Cli::try_parse_from(argv).is_err(), "a refresh of 0 s is refused");
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "a refresh of 0 s is refused"
+        );
     }
 
     #[test]

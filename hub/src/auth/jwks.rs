@@ -150,6 +150,8 @@ struct Inner {
     loaded_at: std::sync::Mutex<(Instant, bool)>,
     /// The last `jwks_uri` discovery gave, used while discovery fails.
     discovered: std::sync::Mutex<Option<reqwest::Url>>,
+    /// Counts the sets loaded, for whoever waits for the next one.
+    loads: tokio::sync::watch::Sender<u64>,
 }
 
 impl KeyCache {
@@ -168,6 +170,7 @@ impl KeyCache {
                 last_refetch: std::sync::Mutex::new(None),
                 loaded_at: std::sync::Mutex::new((Instant::now(), false)),
                 discovered: std::sync::Mutex::new(None),
+                loads: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -243,6 +246,11 @@ impl KeyCache {
         self.inner.loaded_at.lock().expect("lock").0.elapsed()
     }
 
+    /// Changes each time a set loads (the number of sets loaded so far).
+    pub fn loads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.loads.subscribe()
+    }
+
     /// Whether a set has ever loaded.
     pub fn loaded(&self) -> bool {
         self.inner.loaded_at.lock().expect("lock").1
@@ -274,6 +282,7 @@ impl KeyCache {
                 metrics::gauge!(metric::KEYS).set(count as f64);
                 *self.inner.set.write().expect("key set lock") = Some(Arc::new(set));
                 *self.inner.loaded_at.lock().expect("lock") = (Instant::now(), true);
+                self.inner.loads.send_modify(|n| *n += 1);
                 Ok(count)
             }
             Err(e) => {
@@ -475,4 +484,4 @@ fn usable(value: serde_json::Value) -> Result<Option<Key>, String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -122,12 +122,21 @@ async fn jwks_token_connects_joins_publishes_and_refreshes_after_a_rotation() {
     let token = idp_token("ann", Algorithm::RS256, "k1", None);
     let mut ann = TestClient::connect(ConnectOptions::new(hub.ws_url()).token(token)).await;
     ann.join("t").await;
-    ann.publish("t", "chat.message", serde_json::json!({"text": "hi"}), false)
-        .await;
+    ann.publish(
+        "t",
+        "chat.message",
+        serde_json::json!({"text": "hi"}),
+        false,
+    )
+    .await;
 
     // The provider rotates in an EdDSA key; a refresh with a token it signed makes the
     // node refetch the set.
-    idp.state.keys.lock().unwrap().push(jwk(Algorithm::EdDSA, "k2"));
+    idp.state
+        .keys
+        .lock()
+        .unwrap()
+        .push(jwk(Algorithm::EdDSA, "k2"));
     let id = ann
         .send(ClientOp::Refresh(Refresh {
             token: idp_token("ann", Algorithm::EdDSA, "k2", None),
@@ -154,7 +163,11 @@ async fn jwks_token_connects_joins_publishes_and_refreshes_after_a_rotation() {
         .await
         .unwrap();
     assert!(
-        metric_sum(&page, "teamhub_tokens_refused_total", "reason=\"unknown_kid\"") >= 1.0,
+        metric_sum(
+            &page,
+            "teamhub_tokens_refused_total",
+            "reason=\"unknown_kid\""
+        ) >= 1.0,
         "{page}"
     );
     assert!(metric_sum(&page, "teamhub_tokens_refused_total", "") > before);

@@ -18,7 +18,7 @@ use crate::auth::{AuthError, Authenticator, now_secs};
 use crate::config::JwtArgs;
 
 /// The test keys: RSA, EC P-256, Ed25519 (PKCS#8 PEM).
-pub(crate) fn private_key(alg: Algorithm) -> EncodingKey {
+fn private_key(alg: Algorithm) -> EncodingKey {
     match alg {
         Algorithm::RS256 => {
             EncodingKey::from_rsa_pem(include_bytes!("../../../tests/fixtures/rs256-private.pem"))
@@ -37,7 +37,7 @@ pub(crate) fn private_key(alg: Algorithm) -> EncodingKey {
 }
 
 /// The public JWK of a test key under `kid`, with or without its `alg`.
-pub(crate) fn jwk(alg: Algorithm, kid: &str, pin_alg: bool) -> serde_json::Value {
+fn jwk(alg: Algorithm, kid: &str, pin_alg: bool) -> serde_json::Value {
     let mut jwk = Jwk::from_encoding_key(&private_key(alg), alg).unwrap();
     jwk.common.key_id = Some(kid.into());
     if !pin_alg {
@@ -46,7 +46,7 @@ pub(crate) fn jwk(alg: Algorithm, kid: &str, pin_alg: bool) -> serde_json::Value
     serde_json::to_value(jwk).unwrap()
 }
 
-pub(crate) fn set(keys: &[serde_json::Value]) -> String {
+fn set(keys: &[serde_json::Value]) -> String {
     serde_json::json!({ "keys": keys }).to_string()
 }
 
@@ -456,15 +456,13 @@ async fn a_set_that_never_loaded_refuses_idp_tokens_and_the_node_keeps_trying() 
     }
     // The provider recovers; the background refresh retries a failed fetch.
     idp.mode(Mode::Serve);
+    let mut loads = cache.loads();
     let task = cache.spawn_refresh();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !cache.loaded() {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the background task loads the set");
+    tokio::time::timeout(Duration::from_secs(10), loads.wait_for(|n| *n == 1))
+        .await
+        .expect("the background task loads the set")
+        .unwrap();
+    assert!(cache.loaded());
     assert!(
         auth.authenticate(&token(Algorithm::RS256, "k1"))
             .await
