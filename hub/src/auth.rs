@@ -16,8 +16,10 @@ use teamhub_protocol::{Claims, Role, TeamId, UserId};
 use crate::config::{JwtAlg, JwtArgs};
 
 pub mod jwks;
+pub mod mapping;
 
 use self::jwks::{JwksConfig, KeyCache, KeySource, Lookup};
+use self::mapping::{ClaimMapping, Mapped};
 
 /// Why a token was refused. Every variant is a 401 at the handshake and an
 /// `unauthorized` error on `refresh`; the text is safe to show the client.
@@ -106,6 +108,17 @@ impl Identity {
         }
     }
 
+    fn from_mapped(m: Mapped) -> Identity {
+        Identity {
+            user: m.user,
+            name: m.name,
+            grants: Arc::new(m.grants),
+            exp: m.exp,
+            iat: m.iat,
+            api_key: None,
+        }
+    }
+
     fn from_claims(claims: Claims) -> Identity {
         let grants = claims
             .teams
@@ -156,6 +169,8 @@ pub struct Authenticator {
     /// The `iss` the identity provider's tokens must carry: `--oidc-issuer`, else
     /// `--jwt-issuer`.
     idp_issuer: Option<String>,
+    /// Which claims of the identity provider's tokens hold what.
+    mapping: ClaimMapping,
     leeway: u64,
     /// `--max-token-lifetime`, when not 0.
     max_lifetime: Option<u64>,
@@ -223,6 +238,13 @@ impl Authenticator {
             pem,
             idp,
             idp_issuer: args.oidc_issuer.clone().or_else(|| args.jwt_issuer.clone()),
+            mapping: ClaimMapping {
+                user: args.user_claim.clone(),
+                name: args.name_claim.clone(),
+                teams: args.teams_claim.clone(),
+                groups: args.groups_claim.clone(),
+                group_roles: args.group_roles.clone(),
+            },
             leeway: args.jwt_leeway,
             max_lifetime: (args.max_token_lifetime > 0).then_some(args.max_token_lifetime),
             issuer: args.jwt_issuer.clone(),
@@ -259,11 +281,13 @@ impl Authenticator {
         }
     }
 
-    fn validation(&self, alg: Algorithm, issuer: Option<&str>) -> Validation {
+    /// `required`: `exp` and `sub` for the hub's own tokens; `exp` for the identity
+    /// provider's, whose user claim the mapping requires.
+    fn validation(&self, alg: Algorithm, issuer: Option<&str>, required: &[&str]) -> Validation {
         let mut validation = Validation::new(alg);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(required);
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
@@ -317,7 +341,7 @@ impl Authenticator {
             return Err(AuthError::UnknownApiKey);
         }
         let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
-        let claims = match header.alg {
+        let identity = match header.alg {
             Algorithm::HS256 => {
                 let key = self.secret.as_ref().ok_or(AuthError::WrongAlgorithm)?;
                 self.decode(token, key, Algorithm::HS256, self.issuer.as_deref())?
@@ -330,7 +354,7 @@ impl Authenticator {
                     .map(|(key, _)| self.decode(token, key, alg, self.issuer.as_deref()));
                 match (pem, &self.idp) {
                     (Some(Err(AuthError::BadSignature)), Some(idp)) | (None, Some(idp)) => {
-                        self.verify_idp(idp, &header, token)?
+                        return self.verify_idp(idp, &header, token);
                     }
                     (Some(result), _) => result?,
                     (None, None) => return Err(AuthError::WrongAlgorithm),
@@ -338,8 +362,8 @@ impl Authenticator {
             }
             _ => return Err(AuthError::WrongAlgorithm),
         };
-        self.check_times(&claims)?;
-        Ok(Identity::from_claims(claims))
+        self.check_times(identity.exp, identity.iat)?;
+        Ok(Identity::from_claims(identity))
     }
 
     /// A token for the identity provider's key set: the key its `kid` names, with
@@ -349,7 +373,7 @@ impl Authenticator {
         idp: &KeyCache,
         header: &Header,
         token: &str,
-    ) -> Result<Claims, AuthError> {
+    ) -> Result<Identity, AuthError> {
         let Some(kid) = &header.kid else {
             return Err(AuthError::UnknownKey);
         };
@@ -362,7 +386,17 @@ impl Authenticator {
         if key.alg != header.alg {
             return Err(AuthError::WrongAlgorithm);
         }
-        self.decode(token, &key.decoding, key.alg, self.idp_issuer.as_deref())
+        let validation = self.validation(key.alg, self.idp_issuer.as_deref(), &["exp"]);
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key.decoding,
+            &validation,
+        )
+        .map_err(map_error)?
+        .claims;
+        let mapped = self.mapping.map(&claims)?;
+        self.check_times(mapped.exp, mapped.iat)?;
+        Ok(Identity::from_mapped(mapped))
     }
 
     fn decode(
@@ -372,14 +406,14 @@ impl Authenticator {
         alg: Algorithm,
         issuer: Option<&str>,
     ) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg, issuer))
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg, issuer, &["exp", "sub"]))
             .map(|data| data.claims)
             .map_err(map_error)
     }
 
     /// `iat` and the lifetime bound, whatever the source.
-    fn check_times(&self, claims: &Claims) -> Result<(), AuthError> {
-        if let Some(iat) = claims.iat
+    fn check_times(&self, exp: u64, iat: Option<u64>) -> Result<(), AuthError> {
+        if let Some(iat) = iat
             && iat > now_secs() + self.leeway
         {
             return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
@@ -387,12 +421,12 @@ impl Authenticator {
         // A bound on lifetimes is what lets revocations be pruned: a token without
         // `iat`, or one living longer, could outlive the revocation that refuses it.
         if let Some(max) = self.max_lifetime {
-            let Some(iat) = claims.iat else {
+            let Some(iat) = iat else {
                 return Err(AuthError::InvalidClaims(
                     "missing `iat` (required with --max-token-lifetime)".into(),
                 ));
             };
-            let lifetime = claims.exp.saturating_sub(iat);
+            let lifetime = exp.saturating_sub(iat);
             if lifetime > max {
                 return Err(AuthError::InvalidClaims(format!(
                     "lives {lifetime} s, longer than the node's --max-token-lifetime of {max} s"
@@ -498,6 +532,11 @@ mod tests {
             jwks_url: None,
             oidc_issuer: None,
             jwks_refresh: 300,
+            user_claim: "sub".into(),
+            name_claim: "name".into(),
+            teams_claim: "teams".into(),
+            groups_claim: "groups".into(),
+            group_roles: Default::default(),
         }
     }
 

@@ -150,6 +150,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         jwks_url: None,
         oidc_issuer: None,
         jwks_refresh: 300,
+        user_claim: "sub".into(),
+        name_claim: "name".into(),
+        teams_claim: "teams".into(),
+        groups_claim: "groups".into(),
+        group_roles: Default::default(),
     })?;
     if args.ttl.as_secs() > teamhub::config::DEFAULT_MAX_TOKEN_LIFETIME {
         eprintln!(

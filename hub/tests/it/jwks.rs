@@ -220,3 +220,34 @@ async fn a_node_whose_key_set_never_loaded_starts_refuses_and_keeps_trying() {
     .await
     .expect("the node loads the key set once the provider answers");
 }
+
+#[tokio::test]
+async fn groups_of_the_provider_grant_roles_through_the_mapping() {
+    let idp = TestIdp::start(vec![jwk(Algorithm::EdDSA, "k1")]).await;
+    let hub = TestHub::start_exact(&[
+        "--jwks-url",
+        &idp.jwks_url(),
+        "--user-claim",
+        "preferred_username",
+        "--group-roles",
+        "staff=t:viewer,writers=t:editor",
+    ])
+    .await;
+    let now = teamhub::auth::now_secs();
+    let sign = |claims: serde_json::Value| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &private_key(Algorithm::EdDSA)).unwrap()
+    };
+    let token = sign(serde_json::json!({
+        "sub": "00u-opaque", "preferred_username": "ann", "exp": now + 600, "iat": now,
+        "groups": ["staff", "writers"]
+    }));
+    let mut ann = TestClient::connect(ConnectOptions::new(hub.ws_url()).token(token)).await;
+    ann.join("t").await;
+    // Publishing needs editor: the stronger of the two groups' roles.
+    ann.publish("t", "chat.message", serde_json::json!({}), false)
+        .await;
+    let without_user = sign(serde_json::json!({"sub": "ann", "exp": now + 600, "iat": now}));
+    assert_eq!(refused_status(&hub, without_user).await, Some(401));
+}

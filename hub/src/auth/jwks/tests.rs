@@ -179,6 +179,11 @@ fn jwt_args() -> JwtArgs {
         jwks_url: None,
         oidc_issuer: None,
         jwks_refresh: 300,
+        user_claim: "sub".into(),
+        name_claim: "name".into(),
+        teams_claim: "teams".into(),
+        groups_claim: "groups".into(),
+        group_roles: Default::default(),
     }
 }
 
@@ -654,4 +659,79 @@ fn plain_http_only_on_loopback() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("https"), "{err}");
+}
+
+#[tokio::test]
+async fn provider_tokens_are_mapped_by_the_claim_flags_and_the_hub_s_own_are_not() {
+    let idp = TestIdp::start(set(&[jwk(Algorithm::ES256, "k1", true)])).await;
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let auth = Authenticator::from_args(&JwtArgs {
+        jwt_secret: Some(SECRET.into()),
+        jwks_url: Some(idp.url().to_string()),
+        user_claim: "preferred_username".into(),
+        name_claim: "given_name".into(),
+        teams_claim: "hub_teams".into(),
+        groups_claim: "roles".into(),
+        group_roles: "design-leads=design:admin,staff=design:viewer,staff=ops:editor"
+            .parse()
+            .unwrap(),
+        ..jwt_args()
+    })
+    .unwrap();
+    auth.key_cache().unwrap().refresh().await.unwrap();
+    let now = now_secs();
+    let sign = |claims: serde_json::Value| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &private_key(Algorithm::ES256)).unwrap()
+    };
+    let id = auth
+        .authenticate(&sign(serde_json::json!({
+            "sub": "00u1a2b3", "preferred_username": "ann", "given_name": "Ann",
+            "exp": now + 60, "iat": now,
+            "roles": ["staff", "design-leads", "unmapped"], "hub_teams": {"ops": "viewer"}
+        })))
+        .await
+        .unwrap();
+    assert_eq!((id.user.as_str(), id.name.as_deref()), ("ann", Some("Ann")));
+    use teamhub_protocol::Role;
+    assert_eq!(
+        id.role_in("design"),
+        Some(Role::Admin),
+        "the strongest group wins"
+    );
+    assert_eq!(
+        id.role_in("ops"),
+        Some(Role::Editor),
+        "a group beats a weaker claim"
+    );
+    // No team at all: still a valid token.
+    let nobody =
+        sign(serde_json::json!({"preferred_username": "bob", "exp": now + 60, "iat": now}));
+    assert_eq!(auth.authenticate(&nobody).await.unwrap().teams().count(), 0);
+    // Without the user claim, `sub` is not used in its place.
+    let sub_only = sign(serde_json::json!({"sub": "ann", "exp": now + 60, "iat": now}));
+    assert!(matches!(
+        auth.authenticate(&sub_only).await.unwrap_err(),
+        AuthError::InvalidClaims(m) if m.contains("preferred_username")
+    ));
+    let bad_id = sign(
+        serde_json::json!({"preferred_username": "ann@example.com", "exp": now + 60, "iat": now}),
+    );
+    assert!(matches!(
+        auth.authenticate(&bad_id).await.unwrap_err(),
+        AuthError::InvalidClaims(_)
+    ));
+    // The hub's own tokens keep `sub` and `teams`.
+    let own = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub":"carl","exp":now+60,"iat":now,"teams":{"t":"owner"}}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let carl = auth.authenticate(&own).await.unwrap();
+    assert_eq!(
+        (carl.user.as_str(), carl.role_in("t")),
+        ("carl", Some(Role::Owner))
+    );
 }
