@@ -175,7 +175,7 @@ impl KeyCache {
         })
     }
 
-    /// The configured issuer, when keys come through discovery or an issuer is set.
+    /// Where the keys come from: a URL, or discovery from an issuer.
     pub fn source(&self) -> &KeySource {
         &self.inner.config.source
     }
