@@ -102,7 +102,7 @@ fn development_banner(running: &teamhub::Running) {
         _ => ("http", "ws"),
     };
     tracing::warn!(
-        "DEVELOPMENT MODE: no --jwt-secret or --jwt-public-key, so tokens are signed with a random secret that dies with this process. Do not use in production."
+        "DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key, --jwks-url or --oidc-issuer, so tokens are signed with a random secret that dies with this process. Do not use in production."
     );
     eprintln!(
         "\n  teamhub is running in DEVELOPMENT MODE on {http}://{addr}\n\n  \
