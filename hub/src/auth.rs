@@ -1,11 +1,12 @@
-//! Token verification: JWTs (HS256, RS256, ES256) into an [`Identity`].
+//! Token verification: JWTs (HS256, RS256, ES256, and EdDSA from an identity
+//! provider's key set) into an [`Identity`].
 //!
 //! The identity is computed once per connection (and again on `refresh`); permission
 //! checks afterwards are a map lookup plus [`teamhub_protocol::permits`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use jsonwebtoken::errors::ErrorKind;
@@ -13,6 +14,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use teamhub_protocol::{Claims, Role, TeamId, UserId};
 
 use crate::config::{JwtAlg, JwtArgs};
+
+pub mod jwks;
+pub mod mapping;
+
+use self::jwks::{JwksConfig, KeyCache, KeySource, Lookup};
+use self::mapping::{ClaimMapping, Mapped};
 
 /// Why a token was refused. Every variant is a 401 at the handshake and an
 /// `unauthorized` error on `refresh`; the text is safe to show the client.
@@ -34,6 +41,31 @@ pub enum AuthError {
     InvalidClaims(String),
     #[error("unknown API key")]
     UnknownApiKey,
+    #[error("token signed by a key the identity provider does not publish (no or unknown `kid`)")]
+    UnknownKey,
+    #[error("the identity provider's key set names this token's `kid` for more than one key")]
+    AmbiguousKey,
+    #[error("the identity provider's keys have not loaded yet; try again shortly")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// The `reason` label of `teamhub_tokens_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::WrongAlgorithm => "algorithm",
+            AuthError::InvalidClaims(_) => "claims",
+            AuthError::UnknownApiKey => "api_key",
+            AuthError::UnknownKey => "unknown_kid",
+            AuthError::AmbiguousKey => "ambiguous_kid",
+            AuthError::KeysUnavailable => "keys_unavailable",
+        }
+    }
 }
 
 /// Who a connection or request acts as, and with which role in which team.
@@ -76,6 +108,17 @@ impl Identity {
         }
     }
 
+    fn from_mapped(m: Mapped) -> Identity {
+        Identity {
+            user: m.user,
+            name: m.name,
+            grants: Arc::new(m.grants),
+            exp: m.exp,
+            iat: m.iat,
+            api_key: None,
+        }
+    }
+
     fn from_claims(claims: Claims) -> Identity {
         let grants = claims
             .teams
@@ -108,11 +151,26 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Verifies tokens with the configured key; can also sign them when the key is a secret.
+/// Verifies tokens with every configured source; can also sign them when one is a
+/// secret.
+///
+/// Sources, any of which may be configured together: the HS256 secret, the PEM public
+/// key (RS256 or ES256) and the identity provider's key set ([`jwks`]). A token's
+/// header picks the candidates: HS256 goes to the secret; RS256, ES256 and EdDSA to the
+/// PEM key when its algorithm matches, and then, if its signature does not verify
+/// there, to the key set by `kid`.
 pub struct Authenticator {
-    decoding: DecodingKey,
+    secret: Option<DecodingKey>,
     encoding: Option<EncodingKey>,
-    validation: Validation,
+    /// `--jwt-public-key` and its algorithm.
+    pem: Option<(DecodingKey, Algorithm)>,
+    /// The identity provider's keys (`--jwks-url`, `--oidc-issuer`).
+    idp: Option<KeyCache>,
+    /// The `iss` the identity provider's tokens must carry: `--oidc-issuer`, else
+    /// `--jwt-issuer`.
+    idp_issuer: Option<String>,
+    /// Which claims of the identity provider's tokens hold what.
+    mapping: ClaimMapping,
     leeway: u64,
     /// `--max-token-lifetime`, when not 0.
     max_lifetime: Option<u64>,
@@ -122,34 +180,29 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Builds the authenticator from the configuration. With no key configured this is
-    /// development mode: a random secret that lives as long as the process.
+    /// Builds the authenticator from the configuration. With no source configured this
+    /// is development mode: a random secret that lives as long as the process. Nothing
+    /// is fetched here: [`Authenticator::start_refresh`] starts the key set's fetches.
     pub fn from_args(args: &JwtArgs) -> anyhow::Result<Authenticator> {
-        let (decoding, encoding, alg, development) = match (&args.jwt_secret, &args.jwt_public_key)
-        {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("set either --jwt-secret or --jwt-public-key, not both")
+        let mut secret = None;
+        let mut encoding = None;
+        if let Some(s) = &args.jwt_secret {
+            if args.jwt_public_key.is_none() && args.jwt_alg.is_some_and(|a| a != JwtAlg::Hs256) {
+                anyhow::bail!(
+                    "--jwt-secret is an HS256 secret; --jwt-alg (the algorithm of --jwt-public-key) must be HS256 or unset"
+                );
             }
-            (Some(secret), None) => {
-                if args.jwt_alg.is_some_and(|a| a != JwtAlg::Hs256) {
-                    anyhow::bail!(
-                        "--jwt-secret is an HS256 secret; --jwt-alg must be HS256 or unset"
-                    );
-                }
-                if secret.len() < 16 {
-                    anyhow::bail!(
-                        "--jwt-secret is too short: use at least 16 characters (32 random bytes recommended)"
-                    );
-                }
-                let s = secret.as_bytes();
-                (
-                    DecodingKey::from_secret(s),
-                    Some(EncodingKey::from_secret(s)),
-                    Algorithm::HS256,
-                    false,
-                )
+            if s.len() < 16 {
+                anyhow::bail!(
+                    "--jwt-secret is too short: use at least 16 characters (32 random bytes recommended)"
+                );
             }
-            (None, Some(path)) => {
+            secret = Some(DecodingKey::from_secret(s.as_bytes()));
+            encoding = Some(EncodingKey::from_secret(s.as_bytes()));
+        }
+        let pem = match &args.jwt_public_key {
+            None => None,
+            Some(path) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("reading --jwt-public-key {}", path.display()))?;
                 let (key, alg) = match args.jwt_alg {
@@ -159,53 +212,94 @@ impl Authenticator {
                 };
                 let key =
                     key.with_context(|| format!("parsing PEM public key {}", path.display()))?;
-                (key, None, alg, false)
-            }
-            (None, None) => {
-                let secret: [u8; 32] = rand::random();
-                (
-                    DecodingKey::from_secret(&secret),
-                    Some(EncodingKey::from_secret(&secret)),
-                    Algorithm::HS256,
-                    true,
-                )
+                Some((key, alg))
             }
         };
-        Ok(Self::new(decoding, encoding, alg, args, development))
+        let idp = idp_source(args)?
+            .map(|source| {
+                KeyCache::new(JwksConfig {
+                    source,
+                    refresh: Duration::from_secs(args.jwks_refresh.max(1)),
+                    min_refetch: JwksConfig::MIN_REFETCH,
+                    fetch_timeout: JwksConfig::FETCH_TIMEOUT,
+                })
+            })
+            .transpose()
+            .context("building the identity provider's HTTP client")?;
+        let development = secret.is_none() && pem.is_none() && idp.is_none();
+        if development {
+            let random: [u8; 32] = rand::random();
+            secret = Some(DecodingKey::from_secret(&random));
+            encoding = Some(EncodingKey::from_secret(&random));
+        }
+        Ok(Authenticator {
+            secret,
+            encoding,
+            pem,
+            idp,
+            idp_issuer: args.oidc_issuer.clone().or_else(|| args.jwt_issuer.clone()),
+            mapping: ClaimMapping {
+                user: args.user_claim.clone(),
+                name: args.name_claim.clone(),
+                teams: args.teams_claim.clone(),
+                groups: args.groups_claim.clone(),
+                group_roles: args.group_roles.clone(),
+            },
+            leeway: args.jwt_leeway,
+            max_lifetime: (args.max_token_lifetime > 0).then_some(args.max_token_lifetime),
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            development,
+        })
     }
 
-    fn new(
-        decoding: DecodingKey,
-        encoding: Option<EncodingKey>,
-        alg: Algorithm,
-        args: &JwtArgs,
-        development: bool,
-    ) -> Self {
+    /// Replaces the identity provider's key set cache (tests inject their intervals).
+    #[cfg(test)]
+    pub(crate) fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.idp = Some(cache);
+        self.development = false;
+        self
+    }
+
+    /// Starts fetching the identity provider's key set, at once and then every
+    /// `--jwks-refresh`; the task ends with the authenticator. Nothing without one.
+    pub fn start_refresh(&self) {
+        if let Some(idp) = &self.idp {
+            idp.spawn_refresh();
+        }
+    }
+
+    /// The identity provider's key set cache, when one is configured.
+    pub fn key_cache(&self) -> Option<&KeyCache> {
+        self.idp.as_ref()
+    }
+
+    /// Sets the gauges read at each `/metrics` request.
+    pub fn record_metrics(&self) {
+        if let Some(idp) = &self.idp {
+            idp.record_metrics();
+        }
+    }
+
+    /// `required`: `exp` and `sub` for the hub's own tokens; `exp` for the identity
+    /// provider's, whose user claim the mapping requires.
+    fn validation(&self, alg: Algorithm, issuer: Option<&str>, required: &[&str]) -> Validation {
         let mut validation = Validation::new(alg);
-        validation.leeway = args.jwt_leeway;
+        validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        if let Some(iss) = &args.jwt_issuer {
+        validation.set_required_spec_claims(required);
+        if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
         }
-        match &args.jwt_audience {
+        match &self.audience {
             Some(aud) => {
                 validation.set_audience(&[aud]);
                 validation.required_spec_claims.insert("aud".into());
             }
             None => validation.validate_aud = false,
         }
-        Authenticator {
-            decoding,
-            encoding,
-            validation,
-            leeway: args.jwt_leeway,
-            max_lifetime: (args.max_token_lifetime > 0).then_some(args.max_token_lifetime),
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            development,
-        }
+        validation
     }
 
     /// The longest lifetime a token may have, when bounded (`--max-token-lifetime`).
@@ -218,8 +312,27 @@ impl Authenticator {
         self.development
     }
 
-    /// Verifies a JWT. API keys (`thk_...`) are not JWTs: they are looked up in the key
-    /// store by [`crate::node::Node::identify`], and refused here.
+    /// Verifies a JWT, refetching the identity provider's key set once (within its
+    /// bound) when the token names a `kid` the cache lacks. The one entry point of the
+    /// handshake, `refresh` and REST; refusals are counted by reason.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let mut result = self.verify(token);
+        if let (Err(AuthError::UnknownKey | AuthError::KeysUnavailable), Some(idp)) =
+            (&result, &self.idp)
+            && let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)
+        {
+            idp.refetch_for(&kid).await;
+            result = self.verify(token);
+        }
+        if let Err(e) = &result {
+            metrics::counter!(crate::metrics::TOKENS_REFUSED, "reason" => e.reason()).increment(1);
+        }
+        result
+    }
+
+    /// Verifies a JWT with the keys at hand (no fetch). API keys (`thk_...`) are not
+    /// JWTs: they are looked up in the key store by [`crate::node::Node::identify`],
+    /// and refused here.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -227,29 +340,80 @@ impl Authenticator {
         if is_api_key(token) {
             return Err(AuthError::UnknownApiKey);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::InvalidAlgorithmName
-                | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
-                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-                    AuthError::Malformed
+        let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
+        let identity = match header.alg {
+            Algorithm::HS256 => {
+                let key = self.secret.as_ref().ok_or(AuthError::WrongAlgorithm)?;
+                self.decode(token, key, Algorithm::HS256, self.issuer.as_deref())?
+            }
+            alg @ (Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) => {
+                let pem = self
+                    .pem
+                    .as_ref()
+                    .filter(|(_, a)| *a == alg)
+                    .map(|(key, _)| self.decode(token, key, alg, self.issuer.as_deref()));
+                match (pem, &self.idp) {
+                    (Some(Err(AuthError::BadSignature)), Some(idp)) | (None, Some(idp)) => {
+                        return self.verify_idp(idp, &header, token);
+                    }
+                    (Some(result), _) => result?,
+                    (None, None) => return Err(AuthError::WrongAlgorithm),
                 }
-                ErrorKind::Json(err) => AuthError::InvalidClaims(err.to_string()),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::InvalidClaims(format!("missing `{c}`"))
-                }
-                ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong `iss`".into()),
-                ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong `aud`".into()),
-                ErrorKind::InvalidClaimFormat(c) => {
-                    AuthError::InvalidClaims(format!("malformed `{c}`"))
-                }
-                _ => AuthError::Malformed,
-            })?;
-        if let Some(iat) = data.claims.iat
+            }
+            _ => return Err(AuthError::WrongAlgorithm),
+        };
+        self.check_times(identity.exp, identity.iat)?;
+        Ok(Identity::from_claims(identity))
+    }
+
+    /// A token for the identity provider's key set: the key its `kid` names, with
+    /// that key's one algorithm.
+    fn verify_idp(
+        &self,
+        idp: &KeyCache,
+        header: &Header,
+        token: &str,
+    ) -> Result<Identity, AuthError> {
+        let Some(kid) = &header.kid else {
+            return Err(AuthError::UnknownKey);
+        };
+        let key = match idp.lookup(kid) {
+            Lookup::Found(key) => key,
+            Lookup::Ambiguous => return Err(AuthError::AmbiguousKey),
+            Lookup::Unknown => return Err(AuthError::UnknownKey),
+            Lookup::NotLoaded => return Err(AuthError::KeysUnavailable),
+        };
+        if key.alg != header.alg {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        let validation = self.validation(key.alg, self.idp_issuer.as_deref(), &["exp"]);
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key.decoding,
+            &validation,
+        )
+        .map_err(map_error)?
+        .claims;
+        let mapped = self.mapping.map(&claims)?;
+        self.check_times(mapped.exp, mapped.iat)?;
+        Ok(Identity::from_mapped(mapped))
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        alg: Algorithm,
+        issuer: Option<&str>,
+    ) -> Result<Claims, AuthError> {
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg, issuer, &["exp", "sub"]))
+            .map(|data| data.claims)
+            .map_err(map_error)
+    }
+
+    /// `iat` and the lifetime bound, whatever the source.
+    fn check_times(&self, exp: u64, iat: Option<u64>) -> Result<(), AuthError> {
+        if let Some(iat) = iat
             && iat > now_secs() + self.leeway
         {
             return Err(AuthError::InvalidClaims("`iat` is in the future".into()));
@@ -257,19 +421,19 @@ impl Authenticator {
         // A bound on lifetimes is what lets revocations be pruned: a token without
         // `iat`, or one living longer, could outlive the revocation that refuses it.
         if let Some(max) = self.max_lifetime {
-            let Some(iat) = data.claims.iat else {
+            let Some(iat) = iat else {
                 return Err(AuthError::InvalidClaims(
                     "missing `iat` (required with --max-token-lifetime)".into(),
                 ));
             };
-            let lifetime = data.claims.exp.saturating_sub(iat);
+            let lifetime = exp.saturating_sub(iat);
             if lifetime > max {
                 return Err(AuthError::InvalidClaims(format!(
                     "lives {lifetime} s, longer than the node's --max-token-lifetime of {max} s"
                 )));
             }
         }
-        Ok(Identity::from_claims(data.claims))
+        Ok(())
     }
 
     /// Signs a token, when this node holds a secret (HS256 or development mode).
@@ -296,6 +460,62 @@ impl Authenticator {
     }
 }
 
+fn map_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => AuthError::Malformed,
+        ErrorKind::Json(err) => AuthError::InvalidClaims(err.to_string()),
+        ErrorKind::MissingRequiredClaim(c) => AuthError::InvalidClaims(format!("missing `{c}`")),
+        ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong `iss`".into()),
+        ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong `aud`".into()),
+        ErrorKind::InvalidClaimFormat(c) => AuthError::InvalidClaims(format!("malformed `{c}`")),
+        _ => AuthError::Malformed,
+    }
+}
+
+/// Where the identity provider's keys come from, if anywhere: `--jwks-url`, else
+/// discovery from `--oidc-issuer`. Both must be https, or http on a loopback host.
+fn idp_source(args: &JwtArgs) -> anyhow::Result<Option<KeySource>> {
+    if let Some(issuer) = &args.oidc_issuer {
+        let url = jwks::discovery_url(issuer)
+            .with_context(|| format!("--oidc-issuer {issuer:?} is not a URL"))?;
+        check_transport(&url, "--oidc-issuer")?;
+    }
+    match (&args.jwks_url, &args.oidc_issuer) {
+        (Some(url), _) => {
+            let url = reqwest::Url::parse(url)
+                .with_context(|| format!("--jwks-url {url:?} is not a URL"))?;
+            check_transport(&url, "--jwks-url")?;
+            Ok(Some(KeySource::Url(url)))
+        }
+        (None, Some(issuer)) => Ok(Some(KeySource::Discovery {
+            issuer: issuer.clone(),
+        })),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Keys fetched in clear text could be replaced on the way: https only, except on a
+/// loopback host (development and tests).
+fn check_transport(url: &reqwest::Url, flag: &str) -> anyhow::Result<()> {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => anyhow::bail!("{flag} {url} must be an https URL (http only on a loopback host)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +529,14 @@ mod tests {
             jwt_audience: None,
             jwt_leeway: 5,
             max_token_lifetime: 0,
+            jwks_url: None,
+            oidc_issuer: None,
+            jwks_refresh: 300,
+            user_claim: "sub".into(),
+            name_claim: "name".into(),
+            teams_claim: "teams".into(),
+            groups_claim: "groups".into(),
+            group_roles: Default::default(),
         }
     }
 

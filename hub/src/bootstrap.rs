@@ -210,9 +210,10 @@ fn origins(args: &ServeArgs, development: bool) -> OriginPolicy {
 pub async fn build(args: &ServeArgs) -> anyhow::Result<(Arc<Node>, Background)> {
     check(args)?;
     let auth = Authenticator::from_args(&args.jwt)?;
+    auth.start_refresh();
     if auth.is_development() && !args.listen.ip().is_loopback() {
         bail!(
-            "development mode (no --jwt-secret or --jwt-public-key) only listens on loopback, \
+            "development mode (no --jwt-secret, --jwt-public-key, --jwks-url or --oidc-issuer) only listens on loopback, \
              but --listen is {}; configure a key to serve other hosts",
             args.listen
         );

@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::auth::mapping::GroupRoles;
 use crate::plans::{PlanBook, Plans, TeamPlans};
 
 /// `--max-token-lifetime` unless set: a week, longer than any identity provider's
@@ -65,7 +66,8 @@ pub enum LogFormat {
 /// How tokens are verified; shared by `serve` and `token`.
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 secret. With neither this nor a public key, `serve` runs in development mode.
+    /// HS256 secret. With no secret, public key, JWKS URL or issuer, `serve` runs in
+    /// development mode.
     #[arg(long, env = "TEAMHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Path to a PEM public key (RS256 or ES256, see --jwt-alg).
@@ -89,6 +91,40 @@ pub struct JwtArgs {
     /// for good.
     #[arg(long, env = "TEAMHUB_MAX_TOKEN_LIFETIME", default_value_t = DEFAULT_MAX_TOKEN_LIFETIME)]
     pub max_token_lifetime: u64,
+    /// JSON Web Key Set of an identity provider: RS256, ES256 and EdDSA tokens are
+    /// verified with the key their `kid` names (https, or http on a loopback host).
+    #[arg(long, env = "TEAMHUB_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// OpenID issuer: its tokens must carry this `iss`, and without --jwks-url the key
+    /// set is found at <issuer>/.well-known/openid-configuration (`jwks_uri`).
+    #[arg(long, env = "TEAMHUB_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Seconds between two fetches of the identity provider's key set (a token with an
+    /// unknown `kid` also causes one, at most every 10 s).
+    #[arg(long, env = "TEAMHUB_JWKS_REFRESH", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwks_refresh: u64,
+    /// Claim of an identity provider's token holding the user id (required: no
+    /// fall-back to `sub`; it must be a valid user id).
+    #[arg(long, env = "TEAMHUB_USER_CLAIM", default_value = "sub")]
+    pub user_claim: String,
+    /// Claim of an identity provider's token holding the display name.
+    #[arg(long, env = "TEAMHUB_NAME_CLAIM", default_value = "name")]
+    pub name_claim: String,
+    /// Claim of an identity provider's token holding the team -> role object.
+    #[arg(long, env = "TEAMHUB_TEAMS_CLAIM", default_value = "teams")]
+    pub teams_claim: String,
+    /// Claim of an identity provider's token listing the user's groups.
+    #[arg(long, env = "TEAMHUB_GROUPS_CLAIM", default_value = "groups")]
+    pub groups_claim: String,
+    /// Roles granted through the identity provider's groups, `GROUP=TEAM:ROLE,...`
+    /// (the file's `[group-roles]` table: `"GROUP" = "TEAM:ROLE"` or a list); a user's
+    /// role in a team is the strongest any source grants.
+    #[arg(long, env = "TEAMHUB_GROUP_ROLES", default_value = "", value_parser = parse_group_roles)]
+    pub group_roles: GroupRoles,
+}
+
+fn parse_group_roles(s: &str) -> Result<GroupRoles, String> {
+    s.parse()
 }
 
 #[derive(Debug, Clone, Args)]
@@ -425,10 +461,17 @@ impl Cli {
                     })
                     .collect::<Vec<_>>()
                     .join(","),
-                // `[team-plans]` with `design = "pro"`: the same as "design=pro".
+                // `[team-plans]` with `design = "pro"`: the same as "design=pro"; a list
+                // (`[group-roles]` with `eng = ["a:editor", "b:viewer"]`) repeats the key.
                 toml::Value::Table(entries) => entries
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .flat_map(|(k, v)| match v {
+                        toml::Value::Array(items) => items
+                            .iter()
+                            .map(|i| format!("{k}={}", i.as_str().unwrap_or_default()))
+                            .collect::<Vec<_>>(),
+                        v => vec![format!("{k}={}", v.as_str().unwrap_or_default())],
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
                 other => bail!(
@@ -485,6 +528,16 @@ mod tests {
             (15, 65536, 5, 100)
         );
         assert_eq!((s.max_connections_per_user, s.api_rate_limit), (100, 100));
+        assert_eq!(
+            (s.jwt.jwks_url.as_deref(), s.jwt.oidc_issuer.as_deref()),
+            (None, None)
+        );
+        assert_eq!(s.jwt.jwks_refresh, 300);
+        let argv = ["teamhub", "serve", "--jwks-refresh", "0"].map(OsString::from);
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "a refresh of 0 s is refused"
+        );
     }
 
     #[test]
@@ -587,6 +640,30 @@ mod tests {
         let argv = ["teamhub", "serve", "--config", path.to_str().unwrap()].map(OsString::from);
         let err = Cli::load_from(argv).unwrap_err().to_string();
         assert!(err.contains("unknown setting \"messages\""), "{err}");
+    }
+
+    #[test]
+    fn group_roles_from_flag_and_file_table() {
+        let s = serve(&["serve", "--group-roles", "eng=design:editor"]);
+        assert_eq!(s.jwt.group_roles, "eng=design:editor".parse().unwrap());
+        assert_eq!(s.jwt.user_claim, "sub");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "user-claim = \"uid\"\n[group-roles]\n\"Design Leads\" = \"design:admin\"\neng = [\"design:editor\", \"ops:viewer\"]\n",
+        )
+        .unwrap();
+        let s = serve(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(s.jwt.user_claim, "uid");
+        assert_eq!(
+            s.jwt.group_roles,
+            "Design Leads=design:admin,eng=design:editor,eng=ops:viewer"
+                .parse()
+                .unwrap()
+        );
+        let argv = ["teamhub", "serve", "--group-roles", "eng=design:wizard"].map(OsString::from);
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn development_banner(running: &teamhub::Running) {
         _ => ("http", "ws"),
     };
     tracing::warn!(
-        "DEVELOPMENT MODE: no --jwt-secret or --jwt-public-key, so tokens are signed with a random secret that dies with this process. Do not use in production."
+        "DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key, --jwks-url or --oidc-issuer, so tokens are signed with a random secret that dies with this process. Do not use in production."
     );
     eprintln!(
         "\n  teamhub is running in DEVELOPMENT MODE on {http}://{addr}\n\n  \
@@ -147,6 +147,14 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         jwt_audience: args.jwt_audience.clone(),
         jwt_leeway: 5,
         max_token_lifetime: 0,
+        jwks_url: None,
+        oidc_issuer: None,
+        jwks_refresh: 300,
+        user_claim: "sub".into(),
+        name_claim: "name".into(),
+        teams_claim: "teams".into(),
+        groups_claim: "groups".into(),
+        group_roles: Default::default(),
     })?;
     if args.ttl.as_secs() > teamhub::config::DEFAULT_MAX_TOKEN_LIFETIME {
         eprintln!(

@@ -20,6 +20,7 @@ pub const CLOSES: &str = "teamhub_closes_total";
 pub const API_RATE_LIMITED: &str = "teamhub_api_rate_limited_total";
 pub const USER_CAP_REFUSED: &str = "teamhub_user_connections_refused_total";
 pub const QUOTA_REFUSED: &str = "teamhub_quota_refusals_total";
+pub const TOKENS_REFUSED: &str = "teamhub_tokens_refused_total";
 
 /// Which of a plan's quotas refused something.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +107,11 @@ fn describe() {
         crate::retention::DELETED,
         "Activity rows deleted by retention (older than their team's plan keeps)"
     );
+    describe_counter!(
+        TOKENS_REFUSED,
+        "JWTs refused (handshakes, refresh, REST), by reason"
+    );
+    crate::auth::jwks::metric::describe();
     teamhub_persistence::writer::describe_metrics();
     crate::webhooks::describe_metrics();
 }

@@ -256,7 +256,7 @@ impl Node {
     /// store cannot answer.
     pub async fn identify(&self, token: &str) -> Result<Identity, OpError> {
         if !is_api_key(token) {
-            return Ok(self.auth.verify(token)?);
+            return Ok(self.auth.authenticate(token).await?);
         }
         self.identify_api_key(token).await
     }

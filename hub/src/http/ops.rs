@@ -27,6 +27,7 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.metrics.run_upkeep();
+    node.auth.record_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics.render(),

@@ -46,7 +46,7 @@ impl Session {
                     },
                 )
             }
-            ClientOp::Refresh(r) => self.op_refresh(id, r)?,
+            ClientOp::Refresh(r) => self.op_refresh(id, r).await?,
             ClientOp::Ping => replies::pong(id),
         };
         Ok(Answer::Now(reply))
@@ -109,8 +109,10 @@ impl Session {
 
     /// Replaces the connection's claims. Teams the new token no longer grants are left,
     /// through the outbox so the `kicked` frames follow the reply.
-    fn op_refresh(&mut self, id: Option<u64>, r: Refresh) -> Result<Utf8Bytes, OpError> {
-        let identity = self.node.auth.verify(&r.token)?;
+    async fn op_refresh(&mut self, id: Option<u64>, r: Refresh) -> Result<Utf8Bytes, OpError> {
+        // Boxed: a refetch of the identity provider's keys is rare, and the session's
+        // future should not carry its state.
+        let identity = Box::pin(self.node.auth.authenticate(&r.token)).await?;
         if identity.user != self.identity.user {
             return Err(OpError::new(
                 ErrorCode::Unauthorized,

@@ -14,6 +14,7 @@ mod control;
 mod drain;
 mod frames;
 mod handshake;
+mod jwks;
 mod keys;
 mod limits;
 mod listen;

@@ -218,6 +218,16 @@ fn bad_configuration_fails_fast_with_a_message() {
         (
             &[
                 "serve",
+                "--jwks-url",
+                "http://idp.example/jwks",
+                "--database-url",
+                &db,
+            ],
+            "must be an https URL",
+        ),
+        (
+            &[
+                "serve",
                 "--jwt-secret",
                 SECRET,
                 "--rate-limit",
