@@ -165,8 +165,9 @@ def check_deployment(target, docs, envs, template_secret_keys):
     for name in sorted(env):
         if name not in envs and name not in EXTRA_ENV:
             fail(f"{target}: environment variable {name} is not read by `teamhub serve`")
-    if not ({"TEAMHUB_JWT_SECRET", "TEAMHUB_JWT_PUBLIC_KEY"} & set(env)):
-        fail(f"{target}: no JWT key configured: a node listening on 0.0.0.0 refuses to start")
+    key_sources = {"TEAMHUB_JWT_SECRET", "TEAMHUB_JWT_PUBLIC_KEY", "TEAMHUB_JWKS_URL", "TEAMHUB_OIDC_ISSUER"}
+    if not (key_sources & set(env)):
+        fail(f"{target}: no token key configured: a node listening on 0.0.0.0 refuses to start")
     node_id = [e for e in c.get("env", []) if e["name"] == "TEAMHUB_NODE_ID"]
     if not node_id or node_id[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
         fail(f"{target}: TEAMHUB_NODE_ID must come from the pod name (fieldRef metadata.name)")
