@@ -102,9 +102,11 @@ async fn per_user_connection_cap_at_its_boundary() {
     assert_eq!(hub.node.user_cap.open(&ann), 2);
     let token = hub.token("ann", &[("t", "viewer")]);
     assert_eq!(refused_status(&hub, token.clone()).await, 429);
-    assert_eq!(
-        hub.metric("teamhub_user_connections_refused_total").await - refused_before,
-        1.0
+    // The metrics recorder is the test process's, shared with tests that run beside
+    // this one and refuse handshakes of their own: at least this refusal is counted.
+    assert!(
+        hub.metric("teamhub_user_connections_refused_total").await - refused_before >= 1.0,
+        "the refusal is counted"
     );
     // Another user is not affected, and the refused handshake held no slot.
     let _bob = hub.connect("bob", &[("t", "viewer")]).await;
