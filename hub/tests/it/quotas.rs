@@ -169,8 +169,7 @@ async fn rest_rate_limit_per_caller_at_its_boundary() {
 /// each second the requests took.
 async fn until_refused(hub: &TestHub, path: &str, token: Option<&str>, accepted: u16) -> Answer {
     let started = std::time::Instant::now();
-    let mut passed = 0u64;
-    for _ in 0..50 {
+    for passed in 0..50u64 {
         let answer = call(hub, "GET", path, token, &[], None).await;
         if answer.status == 429 {
             let earned = started.elapsed().as_secs();
@@ -186,7 +185,6 @@ async fn until_refused(hub: &TestHub, path: &str, token: Option<&str>, accepted:
             "request {} of the burst",
             passed + 1
         );
-        passed += 1;
     }
     panic!("50 requests in a row at 1/s with bursts of 2 were never refused");
 }
